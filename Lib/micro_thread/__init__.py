@@ -1,0 +1,55 @@
+"""Micro-threads: cooperative threads of execution inside an OS thread.
+
+Each OS thread has its own scheduler.  Micro-threads switch only inside
+blocking calls (``sleep``, ``MicroPipe.get``/``put``, ``join``, the waits of
+``Lock``, ``Event``, ``Semaphore`` and ``Condition``); code outside any
+micro_thread (the *root*) may call them too and then runs the scheduler
+until its call can complete.  ::
+
+    import micro_thread
+
+    def worker(pipe):
+        for item in pipe:
+            print(item)
+
+    pipe = micro_thread.MicroPipe()
+    with micro_thread.Group() as group:
+        group.start(worker, pipe)
+        pipe.put("hello")
+        pipe.close()
+
+Two implementations provide the same API: ``native`` (the ``_micro_thread``
+module of a patched interpreter) and ``shim`` (pure Python, any CPython
+3.10+).  This package re-exports the native one when the interpreter has it,
+else the shim; ``IMPLEMENTATION`` tells which.  The environment variable
+``PYTHON_MICRO_THREAD=shim`` forces the shim, ``=native`` requires the
+native implementation.  Both are importable as ``micro_thread.shim`` and
+``micro_thread.native``.
+"""
+
+import os as _os
+from importlib.util import find_spec as _find_spec
+
+
+def _choose_implementation():
+    choice = _os.environ.get("PYTHON_MICRO_THREAD", "").strip().lower()
+    if choice not in ("", "native", "shim"):
+        raise ImportError("PYTHON_MICRO_THREAD must be 'native' or 'shim', "
+                          f"not {choice!r}", name=__name__)
+    if choice == "shim" or (not choice and _find_spec("_micro_thread") is None):
+        return "shim"
+    return "native"
+
+
+#: Which implementation this package re-exports: "native" or "shim".
+IMPLEMENTATION = _choose_implementation()
+
+if IMPLEMENTATION == "native":
+    from . import native as _implementation
+else:
+    from . import shim as _implementation
+
+globals().update({name: getattr(_implementation, name)
+                  for name in _implementation.__all__})
+__all__ = [*_implementation.__all__, "IMPLEMENTATION"]
+del _choose_implementation
