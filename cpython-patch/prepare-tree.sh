@@ -124,7 +124,7 @@ cpython-patch/, not with a copy of the whole file."
     fi
 done <<< "$new_list"
 comm -23 <(printf '%s\n' "$old_list") <(printf '%s\n' "$new_list") | while IFS= read -r f; do
-    [ -n "$f" ] && rm -f "$src/$f"
+    if [ -n "$f" ]; then rm -f "$src/$f"; fi
 done
 printf '%s\n' "$new_list" > "$src/.git/mt-overlay"
 { printf '%s\n' '__pycache__/' '*.pyc'; printf '/%s\n' $new_list; } > "$src/.git/info/exclude"

@@ -1,0 +1,146 @@
+#ifndef Py_INTERNAL_MICROTHREAD_H
+#define Py_INTERNAL_MICROTHREAD_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef Py_BUILD_CORE
+#  error "this header requires Py_BUILD_CORE define"
+#endif
+
+#include "pycore_frame.h"         // _PyInterpreterFrame
+#include "pycore_tstate.h"        // _PyThreadStateImpl
+
+/* Micro-threads: the interpreter's side (Python/microthread.c).
+
+   A micro-thread runs Python frames like any other code.  When a deferring
+   C function cannot complete now, it calls PyDeferred_Defer(), which sets the
+   thread's preallocated CDeferred instance as the current exception.  The eval
+   loop recognises that instance at its "error:" label, before any traceback
+   or handler, and instead of unwinding moves the micro-thread's frames to the
+   heap (each frame at most once) and returns NULL to the runner.  Resuming
+   re-enters the eval loop on the innermost heap frame, just after the CALL
+   that deferred, with the call's result pushed on its stack.
+
+   _PyMicroThreadCore is the part of a micro-thread that the interpreter core
+   knows about; the _micro_thread module embeds it in its MicroThread object
+   and adds the scheduling. */
+
+/* Magic throwflag values for _PyEval_EvalFrameDefault(): resume the
+   micro-thread whose base frame is passed, with a value pushed on the
+   innermost frame's stack, or with the current exception raised at its
+   suspension point. */
+#define _PY_EVAL_MT_RESUME 0x4D540001
+#define _PY_EVAL_MT_THROW  0x4D540002
+
+typedef enum {
+    _PyMicroThread_CREATED = 0,    /* never run */
+    _PyMicroThread_RUNNING = 1,    /* its frames are on the C stack */
+    _PyMicroThread_SUSPENDED = 2,  /* its frames are on the heap */
+    _PyMicroThread_FINISHED = 3,   /* returned, raised, or killed */
+} _PyMicroThread_State;
+
+typedef struct _PyMicroThreadCore {
+    int state;                      /* _PyMicroThread_State */
+    int closing;                    /* being closed: deferral refused */
+    PyObject *owner;                /* borrowed: the object embedding this */
+    unsigned long long thread_id;   /* tstate->id of the creating OS thread */
+
+    /* The first run calls func(*args, **kwargs); all three are cleared
+       once it has started. */
+    PyObject *func;
+    PyObject *args;                 /* tuple */
+    PyObject *kwargs;               /* dict or NULL */
+
+    /* Frames.  base is the micro-thread's outermost Python frame (NULL if
+       func is not a Python function: such a micro-thread can never defer).
+       While suspended, top is the innermost frame and every frame from top
+       to base is a heap frame (FRAME_OWNED_BY_MICROTHREAD). */
+    _PyInterpreterFrame *base;
+    _PyInterpreterFrame *top;
+    int nheap;                      /* number of live heap frames */
+
+    /* The pending deferral: where it was requested (checked when
+       suspending) and what arms the wake-up once suspended. */
+    _PyInterpreterFrame *defer_frame;
+    _Py_CODEUNIT *defer_instr;
+    int defer_pending;
+    PyDeferred_ArmFunc arm;
+    PyObject *waitobj;
+
+    /* Per-micro-thread interpreter state, swapped in while it runs. */
+    _PyErr_StackItem exc_state;     /* handled exception (sys.exception()) */
+    PyObject *context;              /* contextvars.Context while not running */
+    uintptr_t instr_version;        /* instrumentation version at suspension */
+    struct _PyMicroThreadCore *prev_current;  /* runner nesting */
+} _PyMicroThreadCore;
+
+/* A frame moved to the heap: a small header, then the frame itself. */
+typedef struct {
+    _PyMicroThreadCore *mt;         /* borrowed: the micro-thread owning it */
+    void *_pad;                     /* keep the frame 16-byte aligned */
+    _PyInterpreterFrame frame;      /* followed by the rest of localsplus */
+} _PyMicroThreadFrame;
+
+static inline _PyMicroThreadCore *
+_PyFrame_GetMicroThread(_PyInterpreterFrame *f)
+{
+    assert(f->owner == FRAME_OWNED_BY_MICROTHREAD);
+    return ((_PyMicroThreadFrame *)((char *)f - offsetof(_PyMicroThreadFrame, frame)))->mt;
+}
+
+/* Lifecycle of a core (the embedding object calls these). */
+extern void _PyMicroThread_InitCore(_PyMicroThreadCore *mt, PyObject *owner,
+                                    PyObject *func, PyObject *args,
+                                    PyObject *kwargs, PyObject *context);
+extern int _PyMicroThread_Traverse(_PyMicroThreadCore *mt, visitproc visit, void *arg);
+/* Drop the frames of a suspended micro-thread without running any code. */
+extern void _PyMicroThread_ClearFrames(_PyMicroThreadCore *mt);
+extern void _PyMicroThread_ClearCore(_PyMicroThreadCore *mt);
+
+/* Run a micro-thread that is CREATED, or resume a SUSPENDED one with value
+   (a new reference is taken) or, if exc is not NULL, with exc raised at its
+   suspension point.  Returns the result when it finishes; NULL with an
+   exception set when it finishes with one; NULL with *suspended set and no
+   exception when it suspended again. */
+PyAPI_FUNC(PyObject *) _PyMicroThread_Run(PyThreadState *tstate,
+                                          _PyMicroThreadCore *mt,
+                                          PyObject *value, PyObject *exc,
+                                          int *suspended);
+
+/* The running micro-thread of this OS thread, or NULL. */
+PyAPI_FUNC(_PyMicroThreadCore *) _PyMicroThread_Current(PyThreadState *tstate);
+
+/* For the eval loop (Python/ceval.c). */
+
+/* Is this eval-loop entry the resumption of the running micro-thread? */
+static inline int
+_PyMicroThread_IsResuming(PyThreadState *tstate, _PyInterpreterFrame *frame,
+                          int throwflag)
+{
+    _PyMicroThreadCore *mt = ((_PyThreadStateImpl *)tstate)->mt_current;
+    return (throwflag == _PY_EVAL_MT_RESUME || throwflag == _PY_EVAL_MT_THROW)
+           && mt != NULL && mt->base == frame;
+}
+
+/* Push a frame for func(*args, **kwargs); steals all three references. */
+extern _PyInterpreterFrame *_PyEval_PushFrameFromTuple(
+    PyThreadState *tstate, PyFunctionObject *func, PyObject *args, PyObject *kwargs);
+
+extern int _PyMicroThread_SuspendFrames(PyThreadState *tstate,
+                                        _PyInterpreterFrame *frame);
+extern _PyInterpreterFrame *_PyMicroThread_ResumeFrames(PyThreadState *tstate,
+                                                        _PyInterpreterFrame *base);
+extern void _PyMicroThread_FreeFrame(_PyInterpreterFrame *frame);
+
+/* For frame objects (Objects/frameobject.c). */
+extern int _PyMicroThread_FrameIsSuspended(_PyInterpreterFrame *frame);
+
+/* Type and exception initialisation (Python/pylifecycle.c). */
+extern PyStatus _PyMicroThread_InitTypes(PyInterpreterState *interp);
+extern void _PyMicroThread_FiniTypes(PyInterpreterState *interp);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* !Py_INTERNAL_MICROTHREAD_H */

@@ -1,0 +1,2503 @@
+/* _micro_thread: the per-OS-thread scheduler of micro-threads, and the
+   native kernel of the micro_thread package (Lib/micro_thread/).
+
+   The interpreter side -- suspending and resuming frames -- is in
+   Python/microthread.c.  This module decides who runs: each OS thread has a
+   scheduler with a FIFO ready queue and a timer heap.  A blocking operation
+   (MicroPipe.get, sleep, join, ...) that cannot complete now *blocks the
+   current task*:
+
+   - in a micro-thread that can be suspended here (PyDeferred_CanDefer), it
+     defers: the frames are kept on the heap, the eval loop returns to the
+     scheduler, and the operation's wait is armed (the micro-thread is put
+     in the queue of what it waits for);
+   - otherwise -- in the OS thread's root, or in a micro-thread with a C
+     frame between the call and its start ("pinned") -- it arms the wait and
+     runs the scheduler loop right there until the task is woken.
+
+   Whatever completes the wait wakes the task with the operation's value or
+   exception; a woken micro-thread joins the ready queue and resumes with it
+   as the return value of the call that blocked.
+
+   Wait queues, timers and the ready queue hold strong references to the
+   micro-threads in them, so a micro-thread that can still be woken is never
+   collected; one blocked on something unreachable is collected, and closed
+   (MicroThreadExit at its suspension point) by its finalizer. */
+
+#ifndef Py_BUILD_CORE_BUILTIN
+#  define Py_BUILD_CORE_MODULE 1
+#endif
+
+#include "Python.h"
+#include "pycore_call.h"          // _PyStack_AsDict()
+#include "pycore_frame.h"         // _PyFrame_GetFrameObject()
+#include "pycore_import.h"        // _PyImport_GetModuleAttrString()
+#include "pycore_microthread.h"   // _PyMicroThread_Run()
+#include "pycore_modsupport.h"    // _PyArg_UnpackKeywords()
+#include "pycore_pyerrors.h"      // _PyErr_ChainExceptions1()
+#include "pycore_pylifecycle.h"   // _Py_IsInterpreterFinalizing()
+#include "pycore_pystate.h"       // _PyThreadState_GET()
+#include "pycore_time.h"          // _PyTime_FromSecondsObject()
+#include "pycore_tuple.h"         // _PyTuple_FromArray()
+#include "pycore_tstate.h"        // _PyThreadStateImpl
+
+#include <time.h>                 // nanosleep()
+
+#define NO_DEADLINE PyTime_MAX
+
+typedef struct MicroThreadObject MicroThreadObject;
+typedef struct SchedulerObject SchedulerObject;
+typedef struct Task Task;
+typedef struct WaitQueue WaitQueue;
+
+typedef struct {
+    PyTypeObject *microthread_type;
+    PyTypeObject *pipe_type;
+    PyTypeObject *waiter_type;
+    PyTypeObject *scheduler_type;
+    PyObject *pipe_closed_error;
+    PyObject *deadlock_error;
+} module_state;
+
+static struct PyModuleDef micro_thread_module;
+
+static inline module_state *
+get_module_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+static module_state *
+state_from_type(PyTypeObject *type)
+{
+    PyObject *module = PyType_GetModuleByDef(type, &micro_thread_module);
+    return module == NULL ? NULL : get_module_state(module);
+}
+
+
+/* ====================================================================== */
+/* Tasks and wait queues */
+
+/* Register a blocked task where it will be woken from. */
+typedef int (*arm_func)(PyObject *obj, Task *t);
+
+/* A FIFO of blocked tasks; holds a strong reference to each micro-thread. */
+struct WaitQueue {
+    Task *head, *tail;
+    PyObject *owner;                            /* borrowed */
+    void (*on_cancel)(PyObject *owner, Task *t); /* a waiter gave up */
+};
+
+enum { TIMER_SLEEP, TIMER_TIMEOUT };
+
+/* A micro-thread, or an OS thread's root, as something that blocks. */
+struct Task {
+    SchedulerObject *sched;     /* strong for micro-threads, borrowed for the root */
+    MicroThreadObject *mt;      /* NULL for the root */
+    int blocked;                /* armed and waiting to be woken */
+    int woken;                  /* woken: an outcome is waiting for it */
+    int pinned;                 /* blocked in a scheduler loop on the C stack */
+    PyObject *value;            /* the outcome: a value ... */
+    PyObject *exc;              /* ... or an exception */
+    PyObject *handoff;          /* the pipe whose item value is, until it is taken */
+    const char *what;           /* what it is blocked on */
+    PyObject *what_obj;         /* ... and with what (a micro-thread joined) */
+    WaitQueue *queue;           /* the queue it is in, if any */
+    Task *qprev, *qnext;
+    PyObject *qitem;            /* the item of a blocked put */
+    uint64_t timer_gen;         /* timers of older blocks are stale */
+    PyTime_t block_deadline;    /* sleep's or join(timeout)'s own deadline */
+    int block_deadline_kind;
+    arm_func arm;               /* the wait to arm once suspended */
+    PyObject *arm_obj;
+    _PyInterpreterFrame *pinned_frame;
+    PyTime_t *deadlines;        /* timeout scopes: running minima */
+    int ndeadlines, cap_deadlines;
+};
+
+struct MicroThreadObject {
+    PyObject_HEAD
+    _PyMicroThreadCore core;
+    Task task;
+    PyObject *name;
+    PyObject *result;
+    PyObject *exception;
+    int finished;
+    int retrieved;              /* its exception reached someone */
+    int in_ready;
+    WaitQueue joiners;
+    MicroThreadObject *all_prev, *all_next;  /* unfinished, in start order */
+    int in_all;
+    PyObject *weakreflist;
+};
+
+typedef struct {
+    PyTime_t when;
+    uint64_t seq;
+    uint64_t gen;
+    Task *task;
+    PyObject *ref;              /* strong: the micro-thread (NULL for the root) */
+    int kind;
+} TimerEntry;
+
+struct SchedulerObject {
+    PyObject_HEAD
+    unsigned long long thread_id;
+    PyObject **ready;           /* ring buffer of strong references */
+    Py_ssize_t ready_head, ready_len, ready_cap;
+    TimerEntry *timers;         /* binary heap */
+    Py_ssize_t ntimers, timers_cap;
+    uint64_t timer_seq;
+    Task root;
+    MicroThreadObject *all_head, *all_tail;
+    uint64_t counter;
+    PyObject *fatal;            /* KeyboardInterrupt/SystemExit from a micro-thread */
+    PyObject *deadlock_error;   /* strong */
+    PyObject *microthread_type; /* strong */
+};
+
+#define MicroThread_CAST(op) ((MicroThreadObject *)(op))
+
+static void task_wake(Task *t, PyObject *value, PyObject *exc);
+
+
+static void
+queue_init(WaitQueue *q, PyObject *owner, void (*on_cancel)(PyObject *, Task *))
+{
+    q->head = q->tail = NULL;
+    q->owner = owner;
+    q->on_cancel = on_cancel;
+}
+
+static void
+queue_push(WaitQueue *q, Task *t)
+{
+    assert(t->queue == NULL);
+    t->queue = q;
+    t->qnext = NULL;
+    t->qprev = q->tail;
+    if (q->tail) {
+        q->tail->qnext = t;
+    }
+    else {
+        q->head = t;
+    }
+    q->tail = t;
+    if (t->mt != NULL) {
+        Py_INCREF(t->mt);
+    }
+}
+
+/* Take t out of its queue.  The queue's reference to the micro-thread is
+   dropped: callers that still use t hold one of their own. */
+static void
+task_unqueue(Task *t)
+{
+    WaitQueue *q = t->queue;
+    if (q == NULL) {
+        return;
+    }
+    if (t->qprev) {
+        t->qprev->qnext = t->qnext;
+    }
+    else {
+        q->head = t->qnext;
+    }
+    if (t->qnext) {
+        t->qnext->qprev = t->qprev;
+    }
+    else {
+        q->tail = t->qprev;
+    }
+    t->queue = NULL;
+    t->qprev = t->qnext = NULL;
+    Py_CLEAR(t->qitem);
+    if (t->mt != NULL) {
+        Py_DECREF(t->mt);
+    }
+}
+
+static int
+queue_traverse(WaitQueue *q, visitproc visit, void *arg)
+{
+    for (Task *t = q->head; t != NULL; t = t->qnext) {
+        if (t->mt != NULL) {
+            Py_VISIT(t->mt);
+        }
+    }
+    return 0;
+}
+
+static int
+task_traverse(Task *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->value);
+    Py_VISIT(t->exc);
+    Py_VISIT(t->handoff);
+    Py_VISIT(t->what_obj);
+    Py_VISIT(t->qitem);
+    Py_VISIT(t->arm_obj);
+    return 0;
+}
+
+static void
+task_clear(Task *t)
+{
+    task_unqueue(t);
+    Py_CLEAR(t->value);
+    Py_CLEAR(t->exc);
+    Py_CLEAR(t->handoff);
+    Py_CLEAR(t->what_obj);
+    Py_CLEAR(t->arm_obj);
+    t->arm = NULL;
+    t->blocked = t->woken = 0;
+    t->timer_gen++;
+}
+
+/* The earliest deadline of the task's timeout scopes. */
+static PyTime_t
+task_deadline(Task *t)
+{
+    return t->ndeadlines > 0 ? t->deadlines[t->ndeadlines - 1] : NO_DEADLINE;
+}
+
+
+/* ====================================================================== */
+/* The scheduler: ready queue and timers */
+
+static int
+ready_push(SchedulerObject *s, MicroThreadObject *mt)
+{
+    if (s->ready_len == s->ready_cap) {
+        Py_ssize_t cap = s->ready_cap ? s->ready_cap * 2 : 64;
+        PyObject **items = PyMem_New(PyObject *, cap);
+        if (items == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < s->ready_len; i++) {
+            items[i] = s->ready[(s->ready_head + i) % s->ready_cap];
+        }
+        PyMem_Free(s->ready);
+        s->ready = items;
+        s->ready_cap = cap;
+        s->ready_head = 0;
+    }
+    s->ready[(s->ready_head + s->ready_len) % s->ready_cap] = Py_NewRef(mt);
+    s->ready_len++;
+    mt->in_ready = 1;
+    return 0;
+}
+
+static MicroThreadObject *
+ready_pop(SchedulerObject *s)
+{
+    assert(s->ready_len > 0);
+    MicroThreadObject *mt = MicroThread_CAST(s->ready[s->ready_head]);
+    s->ready_head = (s->ready_head + 1) % s->ready_cap;
+    s->ready_len--;
+    mt->in_ready = 0;
+    return mt;   /* the queue's reference */
+}
+
+static int
+timer_less(TimerEntry *a, TimerEntry *b)
+{
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static int
+timer_push(SchedulerObject *s, Task *t, PyTime_t when, int kind)
+{
+    if (s->ntimers == s->timers_cap) {
+        Py_ssize_t cap = s->timers_cap ? s->timers_cap * 2 : 64;
+        TimerEntry *timers = PyMem_Resize(s->timers, TimerEntry, cap);
+        if (timers == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->timers = timers;
+        s->timers_cap = cap;
+    }
+    TimerEntry e = {when, s->timer_seq++, t->timer_gen, t,
+                    t->mt ? Py_NewRef(t->mt) : NULL, kind};
+    Py_ssize_t i = s->ntimers++;
+    while (i > 0) {
+        Py_ssize_t parent = (i - 1) / 2;
+        if (!timer_less(&e, &s->timers[parent])) {
+            break;
+        }
+        s->timers[i] = s->timers[parent];
+        i = parent;
+    }
+    s->timers[i] = e;
+    return 0;
+}
+
+static TimerEntry
+timer_pop(SchedulerObject *s)
+{
+    TimerEntry top = s->timers[0];
+    TimerEntry last = s->timers[--s->ntimers];
+    Py_ssize_t i = 0, n = s->ntimers;
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= n) {
+            break;
+        }
+        if (c + 1 < n && timer_less(&s->timers[c + 1], &s->timers[c])) {
+            c++;
+        }
+        if (!timer_less(&s->timers[c], &last)) {
+            break;
+        }
+        s->timers[i] = s->timers[c];
+        i = c;
+    }
+    if (n > 0) {
+        s->timers[i] = last;
+    }
+    return top;
+}
+
+static int
+timer_is_live(TimerEntry *e)
+{
+    return e->task->blocked && e->gen == e->task->timer_gen;
+}
+
+/* Drop stale timers from the top of the heap. */
+static void
+timers_prune(SchedulerObject *s)
+{
+    while (s->ntimers > 0 && !timer_is_live(&s->timers[0])) {
+        TimerEntry e = timer_pop(s);
+        Py_XDECREF(e.ref);
+    }
+}
+
+/* Give up the task's wait: take it out of its queue, telling the queue's
+   owner (a _Waiter becomes abandoned, ...), and invalidate its timers. */
+static void
+task_cancel_wait(Task *t)
+{
+    WaitQueue *q = t->queue;
+    if (q != NULL && q->on_cancel != NULL) {
+        q->on_cancel(q->owner, t);
+    }
+    task_unqueue(t);
+    t->timer_gen++;
+}
+
+/* Wake up a blocked task with a value or an exception (stolen). */
+static void
+task_wake(Task *t, PyObject *value, PyObject *exc)
+{
+    assert(t->blocked && !t->woken);
+    MicroThreadObject *mt = t->mt;
+    Py_XINCREF(mt);
+    task_unqueue(t);
+    t->timer_gen++;
+    t->blocked = 0;
+    t->woken = 1;
+    t->value = value;
+    t->exc = exc;
+    t->what = NULL;
+    Py_CLEAR(t->what_obj);
+    if (mt != NULL) {
+        if (!t->pinned && ready_push(t->sched, mt) < 0) {
+            /* Out of memory: the outcome stays and the scheduler's next
+               step reports the error. */
+            PyErr_Clear();
+        }
+        Py_DECREF(mt);
+    }
+}
+
+static int
+fire_timer(TimerEntry *e)
+{
+    Task *t = e->task;
+    if (e->kind == TIMER_SLEEP) {
+        task_wake(t, Py_NewRef(Py_None), NULL);
+        return 0;
+    }
+    PyObject *exc = PyObject_CallFunction(PyExc_TimeoutError, "s",
+                                          "the micro-thread's timeout expired");
+    if (exc == NULL) {
+        return -1;
+    }
+    task_cancel_wait(t);
+    task_wake(t, NULL, exc);
+    return 0;
+}
+
+/* Fire every due timer; return how many fired, or -1 on error. */
+static int
+fire_due_timers(SchedulerObject *s)
+{
+    timers_prune(s);
+    if (s->ntimers == 0) {
+        return 0;
+    }
+    PyTime_t now;
+    (void)PyTime_MonotonicRaw(&now);
+    int fired = 0;
+    while (s->ntimers > 0 && s->timers[0].when <= now) {
+        TimerEntry e = timer_pop(s);
+        int rc = 0;
+        if (timer_is_live(&e)) {
+            rc = fire_timer(&e);
+            fired++;
+        }
+        Py_XDECREF(e.ref);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return fired;
+}
+
+/* Arm the timers of a task that has just blocked. */
+static int
+task_arm_timers(Task *t)
+{
+    PyTime_t scope = task_deadline(t);
+    if (t->block_deadline != NO_DEADLINE
+        && timer_push(t->sched, t, t->block_deadline, t->block_deadline_kind) < 0)
+    {
+        return -1;
+    }
+    if (scope != NO_DEADLINE && scope < t->block_deadline
+        && timer_push(t->sched, t, scope, TIMER_TIMEOUT) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+
+/* ====================================================================== */
+/* Running micro-threads */
+
+static Task *
+current_task(SchedulerObject *s)
+{
+    _PyMicroThreadCore *core = _PyMicroThread_Current(_PyThreadState_GET());
+    return core != NULL ? &MicroThread_CAST(core->owner)->task : &s->root;
+}
+
+static void
+all_remove(SchedulerObject *s, MicroThreadObject *mt)
+{
+    if (!mt->in_all) {
+        return;
+    }
+    if (mt->all_prev) {
+        mt->all_prev->all_next = mt->all_next;
+    }
+    else {
+        s->all_head = mt->all_next;
+    }
+    if (mt->all_next) {
+        mt->all_next->all_prev = mt->all_prev;
+    }
+    else {
+        s->all_tail = mt->all_prev;
+    }
+    mt->all_prev = mt->all_next = NULL;
+    mt->in_all = 0;
+}
+
+/* Record how a micro-thread ended and wake those joining it. */
+static void
+finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
+{
+    SchedulerObject *s = mt->task.sched;
+    mt->finished = 1;
+    mt->result = result;
+    mt->exception = exception;
+    all_remove(s, mt);
+    Py_INCREF(mt);
+    if (exception != NULL && !PyErr_GivenExceptionMatches(exception, PyExc_Exception)
+        && !PyErr_GivenExceptionMatches(exception, PyExc_MicroThreadExit)
+        && s->fatal == NULL)
+    {
+        /* KeyboardInterrupt, SystemExit: the OS thread's root gets it too. */
+        s->fatal = Py_NewRef(exception);
+    }
+    while (mt->joiners.head != NULL) {
+        Task *j = mt->joiners.head;
+        if (exception != NULL) {
+            mt->retrieved = 1;
+            task_wake(j, NULL, Py_NewRef(exception));
+        }
+        else {
+            task_wake(j, Py_NewRef(result), NULL);
+        }
+    }
+    task_clear(&mt->task);
+    Py_DECREF(mt);
+}
+
+/* Run the micro-thread at the head of the ready queue until it suspends or
+   finishes.  Returns -1 only when the scheduler itself failed. */
+static int
+run_step(SchedulerObject *s)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    MicroThreadObject *mt = ready_pop(s);
+    if (mt->finished) {          /* killed before it ever ran */
+        Py_DECREF(mt);
+        return 0;
+    }
+    Task *t = &mt->task;
+    PyObject *value = t->value, *exc = t->exc;
+    t->value = t->exc = NULL;
+    t->woken = 0;
+    Py_CLEAR(t->handoff);
+    int suspended;
+    PyObject *res = _PyMicroThread_Run(tstate, &mt->core,
+                                       value ? value : Py_None, exc, &suspended);
+    Py_XDECREF(value);
+    Py_XDECREF(exc);
+    if (suspended) {
+        PyDeferred_ArmFunc arm = mt->core.arm;
+        PyObject *waitobj = mt->core.waitobj;
+        mt->core.arm = NULL;
+        mt->core.waitobj = NULL;
+        if (arm == NULL || arm(waitobj, (PyObject *)mt) < 0) {
+            if (arm == NULL) {
+                PyErr_SetString(PyExc_SystemError, "micro-thread suspended without a wait");
+            }
+            /* Raise the failure where it deferred instead. */
+            if (!t->blocked) {
+                t->blocked = 1;
+            }
+            task_cancel_wait(t);
+            task_wake(t, NULL, PyErr_GetRaisedException());
+        }
+        Py_XDECREF(waitobj);
+    }
+    else if (res != NULL) {
+        finish(mt, res, NULL);
+    }
+    else {
+        if (mt->core.state != _PyMicroThread_FINISHED) {
+            /* It could not even be switched to (no C stack left): it ends
+               with that error, without running more code. */
+            _PyMicroThread_ClearCore(&mt->core);
+        }
+        finish(mt, NULL, PyErr_GetRaisedException());
+    }
+    Py_DECREF(mt);
+    return 0;
+}
+
+static PyObject *deadlock_message(SchedulerObject *s, Task *waiting);
+
+/* Wait for the monotonic clock to reach `when`, letting other OS threads
+   run and signal handlers run.  -1 with an exception from a handler. */
+static int
+sleep_until(PyTime_t when)
+{
+    PyTime_t now;
+    (void)PyTime_MonotonicRaw(&now);
+    if (when > now) {
+        PyTime_t delay = when - now;
+        struct timespec ts;
+        ts.tv_sec = (time_t)(delay / 1000000000);
+        ts.tv_nsec = (long)(delay % 1000000000);
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = nanosleep(&ts, NULL);
+        Py_END_ALLOW_THREADS
+        (void)err;
+    }
+    return PyErr_CheckSignals();
+}
+
+/* Run the scheduler until task w (the root, or a pinned micro-thread) is
+   woken; return its value, or NULL with its exception. */
+static PyObject *
+run_until_woken(SchedulerObject *s, Task *w)
+{
+    while (!w->woken) {
+        if (s->fatal != NULL && w->mt == NULL) {
+            PyObject *fatal = s->fatal;
+            s->fatal = NULL;
+            task_cancel_wait(w);
+            task_wake(w, NULL, fatal);
+            break;
+        }
+        if (s->ready_len > 0) {
+            if (run_step(s) < 0) {
+                goto fail;
+            }
+            continue;
+        }
+        int fired = fire_due_timers(s);
+        if (fired < 0) {
+            goto fail;
+        }
+        if (fired > 0) {
+            continue;
+        }
+        if (s->ntimers > 0) {
+            if (sleep_until(s->timers[0].when) < 0) {
+                goto fail;
+            }
+            continue;
+        }
+        /* Nothing is ready, no timer is pending: nothing can wake w. */
+        PyObject *msg = deadlock_message(s, w);
+        if (msg != NULL) {
+            PyErr_SetObject(s->deadlock_error, msg);
+            Py_DECREF(msg);
+        }
+        goto fail;
+    }
+    w->woken = 0;
+    Py_CLEAR(w->handoff);
+    if (w->exc != NULL) {
+        PyObject *exc = w->exc;
+        w->exc = NULL;
+        Py_CLEAR(w->value);
+        PyErr_SetRaisedException(exc);
+        return NULL;
+    }
+    PyObject *value = w->value;
+    w->value = NULL;
+    return value;
+
+fail:
+    /* w gives up its wait; the error is its outcome. */
+    if (w->blocked) {
+        task_cancel_wait(w);
+        w->blocked = 0;
+        w->what = NULL;
+        Py_CLEAR(w->what_obj);
+    }
+    return NULL;
+}
+
+/* The arm function given to PyDeferred_Defer() by this module's blocking
+   operations: the wait to arm is recorded in the task. */
+static int
+arm_from_task(PyObject *Py_UNUSED(waitobj), PyObject *op)
+{
+    Task *t = &MicroThread_CAST(op)->task;
+    arm_func arm = t->arm;
+    PyObject *obj = t->arm_obj;
+    t->arm = NULL;
+    t->arm_obj = NULL;
+    t->blocked = 1;
+    int rc = arm(obj, t);
+    Py_XDECREF(obj);
+    if (rc == 0 && t->blocked && task_arm_timers(t) < 0) {
+        return -1;
+    }
+    return rc;
+}
+
+static int
+raise_timeout(void)
+{
+    PyErr_SetString(PyExc_TimeoutError, "the micro-thread's timeout expired");
+    return -1;
+}
+
+/* Block the current task (see the comment at the top of this file).
+   args is the calling function's argument array; arm(obj, task) puts the
+   task where it will be woken from; deadline/kind: a deadline of this
+   block only (sleep, join(timeout)), or NO_DEADLINE. */
+static PyObject *
+block(SchedulerObject *s, PyObject *const *args, arm_func arm, PyObject *obj,
+      const char *what, PyObject *what_obj, PyTime_t deadline, int kind)
+{
+    Task *t = current_task(s);
+    if (t->mt != NULL && t->mt->core.closing) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "micro-thread %R cannot block (%s) while it is being closed",
+                     t->mt, what);
+        return NULL;
+    }
+    if (t->blocked || t->woken) {
+        PyErr_Format(PyExc_RuntimeError, "task is already blocked (%s)", t->what);
+        return NULL;
+    }
+    PyTime_t scope = task_deadline(t);
+    if (scope != NO_DEADLINE) {
+        PyTime_t now;
+        (void)PyTime_MonotonicRaw(&now);
+        if (now >= scope) {
+            raise_timeout();
+            return NULL;
+        }
+    }
+    t->what = what;
+    Py_XSETREF(t->what_obj, Py_XNewRef(what_obj));
+    t->block_deadline = deadline;
+    t->block_deadline_kind = kind;
+    if (t->mt != NULL && PyDeferred_CanDefer(args)) {
+        t->arm = arm;
+        t->arm_obj = Py_XNewRef(obj);
+        return PyDeferred_Defer(arm_from_task, NULL);
+    }
+    t->blocked = 1;
+    if (arm(obj, t) < 0) {
+        t->blocked = 0;
+        t->what = NULL;
+        Py_CLEAR(t->what_obj);
+        return NULL;
+    }
+    if (t->blocked && task_arm_timers(t) < 0) {
+        task_cancel_wait(t);
+        t->blocked = 0;
+        return NULL;
+    }
+    int was_pinned = t->pinned;
+    t->pinned = t->mt != NULL;
+    t->pinned_frame = _PyThreadState_GET()->current_frame;
+    PyObject *res = run_until_woken(s, t);
+    t->pinned = was_pinned;
+    t->pinned_frame = NULL;
+    return res;
+}
+
+/* Arm functions of the simple waits. */
+static int
+arm_nothing(PyObject *Py_UNUSED(obj), Task *Py_UNUSED(t))
+{
+    return 0;   /* only a timer (sleep) or a throw wakes it */
+}
+
+static int
+arm_yield(PyObject *Py_UNUSED(obj), Task *t)
+{
+    task_wake(t, Py_NewRef(Py_None), NULL);   /* to the back of the queue */
+    return 0;
+}
+
+static int
+arm_queue(PyObject *obj, Task *t)
+{
+    queue_push((WaitQueue *)PyCapsule_GetPointer(obj, NULL), t);
+    return 0;
+}
+
+
+/* ====================================================================== */
+/* The scheduler object (one per OS thread, held by its thread state) */
+
+static SchedulerObject *
+get_scheduler(module_state *st)
+{
+    _PyThreadStateImpl *ts = (_PyThreadStateImpl *)_PyThreadState_GET();
+    if (ts->mt_scheduler != NULL) {
+        return (SchedulerObject *)ts->mt_scheduler;
+    }
+    if (st == NULL) {
+        return NULL;
+    }
+    SchedulerObject *s = PyObject_GC_New(SchedulerObject, st->scheduler_type);
+    if (s == NULL) {
+        return NULL;
+    }
+    s->thread_id = ts->base.id;
+    s->ready = NULL;
+    s->ready_head = s->ready_len = s->ready_cap = 0;
+    s->timers = NULL;
+    s->ntimers = s->timers_cap = 0;
+    s->timer_seq = 0;
+    memset(&s->root, 0, sizeof(s->root));
+    s->root.sched = s;
+    s->root.block_deadline = NO_DEADLINE;
+    s->all_head = s->all_tail = NULL;
+    s->counter = 0;
+    s->fatal = NULL;
+    s->deadlock_error = Py_NewRef(st->deadlock_error);
+    s->microthread_type = Py_NewRef(st->microthread_type);
+    PyObject_GC_Track(s);
+    ts->mt_scheduler = (PyObject *)s;
+    return s;
+}
+
+/* The scheduler of this OS thread, for a method of one of this module's
+   types (which finds the module state on the first call). */
+static SchedulerObject *
+scheduler_for(PyObject *self)
+{
+    PyObject *sched = ((_PyThreadStateImpl *)_PyThreadState_GET())->mt_scheduler;
+    if (sched != NULL) {
+        return (SchedulerObject *)sched;
+    }
+    module_state *st = state_from_type(Py_TYPE(self));
+    return st == NULL ? NULL : get_scheduler(st);
+}
+
+static int
+scheduler_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    SchedulerObject *s = (SchedulerObject *)op;
+    Py_VISIT(Py_TYPE(op));
+    for (Py_ssize_t i = 0; i < s->ready_len; i++) {
+        Py_VISIT(s->ready[(s->ready_head + i) % s->ready_cap]);
+    }
+    for (Py_ssize_t i = 0; i < s->ntimers; i++) {
+        Py_VISIT(s->timers[i].ref);
+    }
+    Py_VISIT(s->fatal);
+    Py_VISIT(s->deadlock_error);
+    Py_VISIT(s->microthread_type);
+    return task_traverse(&s->root, visit, arg);
+}
+
+static int
+scheduler_clear(PyObject *op)
+{
+    SchedulerObject *s = (SchedulerObject *)op;
+    while (s->ready_len > 0) {
+        Py_DECREF(ready_pop(s));
+    }
+    while (s->ntimers > 0) {
+        TimerEntry e = timer_pop(s);
+        Py_XDECREF(e.ref);
+    }
+    Py_CLEAR(s->fatal);
+    Py_CLEAR(s->deadlock_error);
+    Py_CLEAR(s->microthread_type);
+    task_clear(&s->root);
+    return 0;
+}
+
+static void
+scheduler_dealloc(PyObject *op)
+{
+    SchedulerObject *s = (SchedulerObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    (void)scheduler_clear(op);
+    /* Micro-threads still listed outlive us; they must not point here. */
+    for (MicroThreadObject *mt = s->all_head; mt != NULL; mt = mt->all_next) {
+        mt->in_all = 0;
+    }
+    PyMem_Free(s->ready);
+    PyMem_Free(s->timers);
+    PyMem_Free(s->root.deadlines);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot scheduler_slots[] = {
+    {Py_tp_dealloc, scheduler_dealloc},
+    {Py_tp_traverse, scheduler_traverse},
+    {Py_tp_clear, scheduler_clear},
+    {Py_tp_doc, "The scheduler of micro-threads of one OS thread (internal)."},
+    {0, NULL},
+};
+
+static PyType_Spec scheduler_spec = {
+    .name = "_micro_thread.Scheduler",
+    .basicsize = sizeof(SchedulerObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+              | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = scheduler_slots,
+};
+
+
+/* ====================================================================== */
+/* MicroThread */
+
+static PyObject *
+microthread_state_name(MicroThreadObject *mt)
+{
+    const char *name;
+    if (mt->finished) {
+        name = "finished";
+    }
+    else if (mt->task.blocked) {
+        name = "blocked";
+    }
+    else if (mt->core.state == _PyMicroThread_RUNNING) {
+        name = "running";
+    }
+    else if (mt->core.state == _PyMicroThread_CREATED) {
+        name = "created";
+    }
+    else {
+        name = "ready";
+    }
+    return PyUnicode_FromString(name);
+}
+
+static PyObject *
+microthread_blocked_on_str(MicroThreadObject *mt)
+{
+    Task *t = &mt->task;
+    if (mt->finished || !t->blocked || t->what == NULL) {
+        Py_RETURN_NONE;
+    }
+    if (t->what_obj != NULL
+        && PyObject_TypeCheck(t->what_obj, Py_TYPE(mt)))
+    {
+        return PyUnicode_FromFormat("%s <%U>", t->what,
+                                    MicroThread_CAST(t->what_obj)->name);
+    }
+    return PyUnicode_FromString(t->what);
+}
+
+static PyObject *
+microthread_repr(PyObject *op)
+{
+    MicroThreadObject *mt = MicroThread_CAST(op);
+    PyObject *blocked = microthread_blocked_on_str(mt);
+    if (blocked == NULL) {
+        return NULL;
+    }
+    PyObject *res;
+    if (blocked != Py_None) {
+        res = PyUnicode_FromFormat("<MicroThread name=%R blocked on %U>",
+                                   mt->name, blocked);
+    }
+    else {
+        PyObject *state = microthread_state_name(mt);
+        if (state == NULL) {
+            Py_DECREF(blocked);
+            return NULL;
+        }
+        res = PyUnicode_FromFormat("<MicroThread name=%R %U>", mt->name, state);
+        Py_DECREF(state);
+    }
+    Py_DECREF(blocked);
+    return res;
+}
+
+/* The Python frames of a micro-thread, innermost first, up to its base. */
+static PyObject *
+microthread_frames(MicroThreadObject *mt)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    _PyInterpreterFrame *f = NULL;
+    if (mt->finished || mt->core.base == NULL) {
+        return list;
+    }
+    if (mt->core.state == _PyMicroThread_SUSPENDED) {
+        f = mt->core.top;
+    }
+    else if (mt->core.state == _PyMicroThread_RUNNING) {
+        f = mt->task.pinned ? mt->task.pinned_frame
+                            : _PyThreadState_GET()->current_frame;
+    }
+    for (; f != NULL; f = f->previous) {
+        if (f->owner != FRAME_OWNED_BY_CSTACK && !_PyFrame_IsIncomplete(f)) {
+            PyFrameObject *fo = _PyFrame_GetFrameObject(f);
+            if (fo == NULL || PyList_Append(list, (PyObject *)fo) < 0) {
+                Py_DECREF(list);
+                return NULL;
+            }
+        }
+        if (f == mt->core.base) {
+            break;
+        }
+    }
+    return list;
+}
+
+static PyObject *
+microthread_stack(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *list = microthread_frames(MicroThread_CAST(op));
+    if (list != NULL && PyList_Reverse(list) < 0) {
+        Py_CLEAR(list);
+    }
+    return list;
+}
+
+static int
+check_owner_thread(MicroThreadObject *mt)
+{
+    if (mt->core.thread_id != _PyThreadState_GET()->id) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%R belongs to another OS thread", mt);
+        return -1;
+    }
+    return 0;
+}
+
+/* The outcome of a finished micro-thread, for join(). */
+static PyObject *
+microthread_outcome(MicroThreadObject *mt)
+{
+    if (mt->exception != NULL) {
+        mt->retrieved = 1;
+        PyErr_SetRaisedException(Py_NewRef(mt->exception));
+        return NULL;
+    }
+    return Py_NewRef(mt->result);
+}
+
+static PyObject *
+microthread_join(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    /* Hand-written rather than Argument Clinic: deferring functions pass
+       their argument array to PyDeferred_CanDefer(). */
+    static const char * const kwlist[] = {"timeout", NULL};
+    static _PyArg_Parser parser = {.keywords = kwlist, .fname = "join"};
+    PyObject *argsbuf[1];
+    PyObject *timeout = Py_None;
+    MicroThreadObject *mt = MicroThread_CAST(op);
+    if (nargs != 0 || kwnames != NULL) {
+        PyObject *const *parsed = _PyArg_UnpackKeywords(args, nargs, NULL, kwnames,
+                                                        &parser, 0, 1, 0, argsbuf);
+        if (parsed == NULL) {
+            return NULL;
+        }
+        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) > 0) {
+            timeout = parsed[0];
+        }
+    }
+    PyTime_t deadline = NO_DEADLINE;
+    if (timeout != Py_None) {
+        PyTime_t delay, now;
+        if (_PyTime_FromSecondsObject(&delay, timeout, _PyTime_ROUND_TIMEOUT) < 0) {
+            return NULL;
+        }
+        if (delay < 0) {
+            PyErr_SetString(PyExc_ValueError, "timeout must be non-negative");
+            return NULL;
+        }
+        (void)PyTime_MonotonicRaw(&now);
+        deadline = _PyTime_Add(now, delay);
+    }
+    if (check_owner_thread(mt) < 0) {
+        return NULL;
+    }
+    if (mt->finished) {
+        return microthread_outcome(mt);
+    }
+    SchedulerObject *s = scheduler_for(op);
+    if (s == NULL) {
+        return NULL;
+    }
+    if (current_task(s) == &mt->task) {
+        PyErr_SetString(PyExc_RuntimeError, "a micro-thread cannot join itself");
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(&mt->joiners, NULL, NULL);
+    if (capsule == NULL) {
+        return NULL;
+    }
+    PyObject *res = block(s, args, arm_queue, capsule, "join", op,
+                          deadline, TIMER_TIMEOUT);
+    Py_DECREF(capsule);
+    return res;
+}
+
+static PyObject *
+microthread_done(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(MicroThread_CAST(op)->finished);
+}
+
+/* Put an item that was handed over to a woken getter back at the head of
+   its pipe, because the getter will not take it after all. */
+static void pipe_return_item(PyObject *pipe, PyObject *item);
+
+/* Deliver exc (stolen) at the micro-thread's suspension point. */
+static PyObject *
+microthread_throw_exc(MicroThreadObject *mt, PyObject *exc, int is_kill)
+{
+    Task *t = &mt->task;
+    if (check_owner_thread(mt) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    if (mt->finished) {
+        Py_DECREF(exc);
+        if (is_kill) {
+            Py_RETURN_NONE;
+        }
+        PyErr_Format(PyExc_RuntimeError, "cannot throw into finished %R", mt);
+        return NULL;
+    }
+    SchedulerObject *s = t->sched;
+    if (current_task(s) == t) {
+        PyErr_SetRaisedException(exc);   /* into yourself: right here */
+        return NULL;
+    }
+    if (mt->core.state == _PyMicroThread_CREATED) {
+        /* It never runs. */
+        _PyMicroThread_ClearCore(&mt->core);
+        finish(mt, NULL, exc);
+        Py_RETURN_NONE;
+    }
+    if (t->blocked) {
+        task_cancel_wait(t);
+        task_wake(t, NULL, exc);
+        Py_RETURN_NONE;
+    }
+    if (t->woken) {
+        /* Ready to resume with an outcome: replace it, and give back an
+           item it was handed. */
+        if (t->handoff != NULL && t->value != NULL) {
+            pipe_return_item(t->handoff, t->value);
+        }
+        Py_CLEAR(t->handoff);
+        Py_CLEAR(t->value);
+        Py_XSETREF(t->exc, exc);
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(exc);
+    PyErr_Format(PyExc_RuntimeError, "cannot throw into %R now", mt);
+    return NULL;
+}
+
+/* An exception instance from an exception class or instance. */
+static PyObject *
+make_exception(PyObject *exc)
+{
+    if (PyExceptionClass_Check(exc)) {
+        return PyObject_CallNoArgs(exc);
+    }
+    if (PyExceptionInstance_Check(exc)) {
+        return Py_NewRef(exc);
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "exceptions must be classes or instances deriving from "
+                 "BaseException, not %T", exc);
+    return NULL;
+}
+
+static PyObject *
+microthread_throw(PyObject *op, PyObject *exc)
+{
+    PyObject *value = make_exception(exc);
+    if (value == NULL) {
+        return NULL;
+    }
+    return microthread_throw_exc(MicroThread_CAST(op), value, 0);
+}
+
+static PyObject *
+microthread_kill(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *exc = PyObject_CallNoArgs(PyExc_MicroThreadExit);
+    if (exc == NULL) {
+        return NULL;
+    }
+    return microthread_throw_exc(MicroThread_CAST(op), exc, 1);
+}
+
+static PyObject *
+microthread_get_name(PyObject *op, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(MicroThread_CAST(op)->name);
+}
+
+static int
+microthread_set_name(PyObject *op, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL || !PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "name must be a str");
+        return -1;
+    }
+    Py_XSETREF(MicroThread_CAST(op)->name, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+microthread_get_state(PyObject *op, void *Py_UNUSED(closure))
+{
+    return microthread_state_name(MicroThread_CAST(op));
+}
+
+static PyObject *
+microthread_get_blocked_on(PyObject *op, void *Py_UNUSED(closure))
+{
+    return microthread_blocked_on_str(MicroThread_CAST(op));
+}
+
+static int
+microthread_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    MicroThreadObject *mt = MicroThread_CAST(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(mt->name);
+    Py_VISIT(mt->result);
+    Py_VISIT(mt->exception);
+    Py_VISIT(mt->task.sched);
+    int err = queue_traverse(&mt->joiners, visit, arg);
+    if (err) {
+        return err;
+    }
+    err = task_traverse(&mt->task, visit, arg);
+    if (err) {
+        return err;
+    }
+    return _PyMicroThread_Traverse(&mt->core, visit, arg);
+}
+
+static int
+microthread_clear(PyObject *op)
+{
+    MicroThreadObject *mt = MicroThread_CAST(op);
+    while (mt->joiners.head != NULL) {
+        task_unqueue(mt->joiners.head);
+    }
+    task_clear(&mt->task);
+    _PyMicroThread_ClearCore(&mt->core);
+    Py_CLEAR(mt->result);
+    Py_CLEAR(mt->exception);
+    return 0;
+}
+
+/* Close a suspended micro-thread that became garbage: raise MicroThreadExit
+   at its suspension point so that its finally blocks run (PEP 442).  When
+   that is impossible -- another OS thread, interpreter shutdown, its
+   scheduler gone -- its frames are dropped without running any code. */
+static void
+microthread_finalize(PyObject *op)
+{
+    MicroThreadObject *mt = MicroThread_CAST(op);
+    PyThreadState *tstate = _PyThreadState_GET();
+    PyObject *saved = PyErr_GetRaisedException();
+    if (!mt->finished && mt->core.state == _PyMicroThread_SUSPENDED) {
+        int can_run = mt->core.thread_id == tstate->id
+                      && !_Py_IsInterpreterFinalizing(tstate->interp)
+                      && ((_PyThreadStateImpl *)tstate)->mt_scheduler
+                         == (PyObject *)mt->task.sched;
+        if (can_run) {
+            Task *t = &mt->task;
+            task_cancel_wait(t);
+            t->blocked = t->woken = 0;
+            Py_CLEAR(t->value);
+            Py_CLEAR(t->exc);
+            Py_CLEAR(t->handoff);
+            mt->core.closing = 1;
+            PyObject *exc = PyObject_CallNoArgs(PyExc_MicroThreadExit);
+            if (exc == NULL) {
+                PyErr_WriteUnraisable(op);
+            }
+            else {
+                int suspended;
+                PyObject *res = _PyMicroThread_Run(tstate, &mt->core, NULL, exc,
+                                                   &suspended);
+                Py_DECREF(exc);
+                if (res != NULL) {
+                    finish(mt, res, NULL);
+                }
+                else if (!suspended) {
+                    PyObject *err = PyErr_GetRaisedException();
+                    if (!PyErr_GivenExceptionMatches(err, PyExc_MicroThreadExit)) {
+                        PyErr_SetRaisedException(Py_NewRef(err));
+                        PyErr_FormatUnraisable(
+                            "Exception ignored while closing micro-thread %R", op);
+                    }
+                    mt->retrieved = 1;
+                    finish(mt, NULL, err);
+                }
+            }
+        }
+        if (!mt->finished) {
+            /* Could not run it: drop its frames. */
+            _PyMicroThread_ClearCore(&mt->core);
+            task_clear(&mt->task);
+            mt->finished = 1;
+            if (mt->in_all) {
+                all_remove(mt->task.sched, mt);
+            }
+        }
+    }
+    if (mt->finished && mt->exception != NULL && !mt->retrieved
+        && !PyErr_GivenExceptionMatches(mt->exception, PyExc_MicroThreadExit))
+    {
+        mt->retrieved = 1;
+        PyErr_SetRaisedException(Py_NewRef(mt->exception));
+        PyErr_FormatUnraisable("Exception in micro-thread %R was never retrieved", op);
+    }
+    PyErr_SetRaisedException(saved);
+}
+
+static void
+microthread_dealloc(PyObject *op)
+{
+    MicroThreadObject *mt = MicroThread_CAST(op);
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (PyObject_CallFinalizerFromDealloc(op) < 0) {
+        return;   /* resurrected */
+    }
+    if (mt->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    if (mt->in_all && mt->task.sched != NULL) {
+        all_remove(mt->task.sched, mt);
+    }
+    (void)microthread_clear(op);
+    Py_CLEAR(mt->name);
+    PyMem_Free(mt->task.deadlines);
+    Py_CLEAR(mt->task.sched);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef microthread_methods[] = {
+    {"join", _PyCFunction_CAST(microthread_join), METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("join($self, /, timeout=None)\n--\n\n"
+               "Wait until the micro-thread has finished; return its result or\n"
+               "raise its exception.  TimeoutError if timeout seconds pass first.")},
+    {"done", microthread_done, METH_NOARGS,
+     PyDoc_STR("done($self, /)\n--\n\nReturn True if the micro-thread has finished.")},
+    {"kill", microthread_kill, METH_NOARGS,
+     PyDoc_STR("kill($self, /)\n--\n\n"
+               "Raise MicroThreadExit at the micro-thread's suspension point, so\n"
+               "that its finally blocks run.  A micro-thread that has not run yet\n"
+               "never runs; killing a finished one does nothing.")},
+    {"throw", microthread_throw, METH_O,
+     PyDoc_STR("throw($self, exc, /)\n--\n\n"
+               "Raise exc (an exception class or instance) at the micro-thread's\n"
+               "suspension point.")},
+    {"stack", microthread_stack, METH_NOARGS,
+     PyDoc_STR("stack($self, /)\n--\n\n"
+               "Return the micro-thread's Python frames, outermost first.")},
+    {NULL, NULL},
+};
+
+static PyGetSetDef microthread_getset[] = {
+    {"name", microthread_get_name, microthread_set_name,
+     PyDoc_STR("The micro-thread's name (a str)."), NULL},
+    {"state", microthread_get_state, NULL,
+     PyDoc_STR("'created', 'ready', 'running', 'blocked' or 'finished'."), NULL},
+    {"blocked_on", microthread_get_blocked_on, NULL,
+     PyDoc_STR("What the micro-thread is blocked on, or None."), NULL},
+    {NULL},
+};
+
+static PyMemberDef microthread_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET,
+     offsetof(MicroThreadObject, weakreflist), Py_READONLY},
+    {NULL},
+};
+
+static PyType_Slot microthread_slots[] = {
+    {Py_tp_dealloc, microthread_dealloc},
+    {Py_tp_finalize, microthread_finalize},
+    {Py_tp_traverse, microthread_traverse},
+    {Py_tp_clear, microthread_clear},
+    {Py_tp_repr, microthread_repr},
+    {Py_tp_methods, microthread_methods},
+    {Py_tp_getset, microthread_getset},
+    {Py_tp_members, microthread_members},
+    {Py_tp_doc, "A micro-thread: a function running in the OS thread's scheduler.\n\n"
+                "Create one with micro_thread.start()."},
+    {0, NULL},
+};
+
+static PyType_Spec microthread_spec = {
+    .name = "micro_thread.MicroThread",
+    .basicsize = sizeof(MicroThreadObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+              | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = microthread_slots,
+};
+
+static MicroThreadObject *
+microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kwargs)
+{
+    PyObject *context = PyContext_CopyCurrent();
+    if (context == NULL) {
+        return NULL;
+    }
+    MicroThreadObject *mt = PyObject_GC_New(MicroThreadObject,
+                                            (PyTypeObject *)s->microthread_type);
+    if (mt == NULL) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    _PyMicroThread_InitCore(&mt->core, (PyObject *)mt, func, args, kwargs, context);
+    Py_DECREF(context);
+    memset(&mt->task, 0, sizeof(mt->task));
+    mt->task.sched = (SchedulerObject *)Py_NewRef(s);
+    mt->task.mt = mt;
+    mt->task.block_deadline = NO_DEADLINE;
+    mt->name = PyUnicode_FromFormat("MicroThread-%llu", (unsigned long long)++s->counter);
+    mt->result = mt->exception = NULL;
+    mt->finished = mt->retrieved = mt->in_ready = 0;
+    queue_init(&mt->joiners, (PyObject *)mt, NULL);
+    mt->all_prev = mt->all_next = NULL;
+    mt->in_all = 0;
+    mt->weakreflist = NULL;
+    PyObject_GC_Track(mt);
+    if (mt->name == NULL || ready_push(s, mt) < 0) {
+        Py_DECREF(mt);
+        return NULL;
+    }
+    mt->all_prev = s->all_tail;
+    if (s->all_tail) {
+        s->all_tail->all_next = mt;
+    }
+    else {
+        s->all_head = mt;
+    }
+    s->all_tail = mt;
+    mt->in_all = 1;
+    return mt;
+}
+
+
+/* ====================================================================== */
+/* MicroPipe */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject **items;           /* ring buffer */
+    Py_ssize_t head, len, cap;
+    Py_ssize_t maxsize;         /* 0: unbounded */
+    int closed;
+    unsigned long long thread_id;
+    WaitQueue getters;
+    WaitQueue putters;
+    PyObject *weakreflist;
+} PipeObject;
+
+#define Pipe_CAST(op) ((PipeObject *)(op))
+
+static int
+pipe_reserve(PipeObject *p)
+{
+    if (p->len < p->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = p->cap ? p->cap * 2 : 8;
+    PyObject **items = PyMem_New(PyObject *, cap);
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < p->len; i++) {
+        items[i] = p->items[(p->head + i) % p->cap];
+    }
+    PyMem_Free(p->items);
+    p->items = items;
+    p->cap = cap;
+    p->head = 0;
+    return 0;
+}
+
+static int
+pipe_append(PipeObject *p, PyObject *item)   /* steals item */
+{
+    if (pipe_reserve(p) < 0) {
+        Py_DECREF(item);
+        return -1;
+    }
+    p->items[(p->head + p->len) % p->cap] = item;
+    p->len++;
+    return 0;
+}
+
+static PyObject *
+pipe_popleft(PipeObject *p)
+{
+    PyObject *item = p->items[p->head];
+    p->head = (p->head + 1) % p->cap;
+    p->len--;
+    return item;
+}
+
+static PyObject *
+pipe_closed_error(PyObject *self)
+{
+    module_state *st = state_from_type(Py_TYPE(self));
+    if (st != NULL) {
+        PyErr_SetString(st->pipe_closed_error, "the MicroPipe is closed");
+    }
+    return NULL;
+}
+
+static int
+pipe_check_thread(PipeObject *p)
+{
+    if (p->thread_id != _PyThreadState_GET()->id) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a MicroPipe can only be used in the OS thread that made it");
+        return -1;
+    }
+    return 0;
+}
+
+/* Hand item (stolen) to the first blocked getter. */
+static void
+pipe_hand_over(PipeObject *p, PyObject *item)
+{
+    Task *g = p->getters.head;
+    task_wake(g, item, NULL);
+    if (g->mt != NULL) {
+        g->handoff = Py_NewRef(p);
+    }
+}
+
+/* After an item left the buffer: let the first blocked putter in. */
+static int
+pipe_admit_putter(PipeObject *p)
+{
+    Task *w = p->putters.head;
+    if (w == NULL || (p->maxsize > 0 && p->len >= p->maxsize)) {
+        return 0;
+    }
+    PyObject *item = w->qitem;
+    w->qitem = NULL;
+    if (pipe_append(p, item) < 0) {
+        return -1;
+    }
+    task_wake(w, Py_NewRef(Py_None), NULL);
+    return 0;
+}
+
+static void
+pipe_return_item(PyObject *op, PyObject *item)
+{
+    PipeObject *p = Pipe_CAST(op);
+    if (p->getters.head != NULL) {
+        pipe_hand_over(p, Py_NewRef(item));
+        return;
+    }
+    if (pipe_reserve(p) < 0) {
+        PyErr_WriteUnraisable(op);
+        return;
+    }
+    p->head = (p->head - 1 + p->cap) % p->cap;
+    p->items[p->head] = Py_NewRef(item);
+    p->len++;
+}
+
+static PyObject *
+pipe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"maxsize", NULL};
+    PyObject *maxsize_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:MicroPipe", kwlist, &maxsize_obj)) {
+        return NULL;
+    }
+    Py_ssize_t maxsize = 0;
+    if (maxsize_obj != NULL) {
+        if (!PyLong_Check(maxsize_obj) || PyBool_Check(maxsize_obj)) {
+            PyErr_Format(PyExc_TypeError, "maxsize must be an int, not %T", maxsize_obj);
+            return NULL;
+        }
+        maxsize = PyLong_AsSsize_t(maxsize_obj);
+        if (maxsize == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (maxsize < 0) {
+            PyErr_SetString(PyExc_ValueError, "maxsize must be >= 0");
+            return NULL;
+        }
+    }
+    PipeObject *p = (PipeObject *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->maxsize = maxsize;
+    p->thread_id = _PyThreadState_GET()->id;
+    queue_init(&p->getters, (PyObject *)p, NULL);
+    queue_init(&p->putters, (PyObject *)p, NULL);
+    return (PyObject *)p;
+}
+
+static PyObject *
+pipe_get_impl(PipeObject *p, PyObject *const *args, int for_iteration)
+{
+    if (pipe_check_thread(p) < 0) {
+        return NULL;
+    }
+    if (p->len > 0) {
+        PyObject *item = pipe_popleft(p);
+        if (pipe_admit_putter(p) < 0) {
+            Py_DECREF(item);
+            return NULL;
+        }
+        return item;
+    }
+    if (p->closed) {
+        if (for_iteration) {
+            return NULL;   /* StopIteration */
+        }
+        return pipe_closed_error((PyObject *)p);
+    }
+    SchedulerObject *s = scheduler_for((PyObject *)p);
+    if (s == NULL) {
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(&p->getters, NULL, NULL);
+    if (capsule == NULL) {
+        return NULL;
+    }
+    PyObject *res = block(s, args, arm_queue, capsule, "MicroPipe.get", NULL,
+                          NO_DEADLINE, TIMER_TIMEOUT);
+    Py_DECREF(capsule);
+    if (res == NULL && for_iteration
+        && PyErr_ExceptionMatches(state_from_type(Py_TYPE(p))->pipe_closed_error))
+    {
+        PyErr_Clear();
+    }
+    return res;
+}
+
+static PyObject *
+pipe_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Hand-written rather than Argument Clinic: deferring functions pass
+       their argument array to PyDeferred_CanDefer(). */
+    if (!_PyArg_CheckPositional("get", nargs, 0, 0)) {
+        return NULL;
+    }
+    return pipe_get_impl(Pipe_CAST(op), args, 0);
+}
+
+static PyObject *
+pipe_iternext(PyObject *op)
+{
+    /* tp_iternext is not called by a CALL: a wait here blocks (runs the
+       scheduler) rather than suspends. */
+    PyObject *dummy[1] = {NULL};
+    return pipe_get_impl(Pipe_CAST(op), dummy, 1);
+}
+
+static PyObject *
+pipe_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Hand-written rather than Argument Clinic: see pipe_get(). */
+    PipeObject *p = Pipe_CAST(op);
+    if (!_PyArg_CheckPositional("put", nargs, 1, 1)) {
+        return NULL;
+    }
+    if (pipe_check_thread(p) < 0) {
+        return NULL;
+    }
+    if (p->closed) {
+        return pipe_closed_error(op);
+    }
+    PyObject *item = args[0];
+    if (p->getters.head != NULL) {
+        assert(p->len == 0);
+        pipe_hand_over(p, Py_NewRef(item));
+        Py_RETURN_NONE;
+    }
+    if (p->maxsize == 0 || p->len < p->maxsize) {
+        if (pipe_append(p, Py_NewRef(item)) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    SchedulerObject *s = scheduler_for(op);
+    if (s == NULL) {
+        return NULL;
+    }
+    Task *t = current_task(s);
+    PyObject *capsule = PyCapsule_New(&p->putters, NULL, NULL);
+    if (capsule == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(t->qitem, Py_NewRef(item));
+    PyObject *res = block(s, args, arm_queue, capsule, "MicroPipe.put", NULL,
+                          NO_DEADLINE, TIMER_TIMEOUT);
+    Py_DECREF(capsule);
+    if (res == NULL && !t->blocked && t->queue == NULL) {
+        Py_CLEAR(t->qitem);   /* failed before blocking */
+    }
+    return res;
+}
+
+static PyObject *
+pipe_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PipeObject *p = Pipe_CAST(op);
+    if (pipe_check_thread(p) < 0) {
+        return NULL;
+    }
+    if (p->closed) {
+        Py_RETURN_NONE;
+    }
+    p->closed = 1;
+    module_state *st = state_from_type(Py_TYPE(op));
+    if (st == NULL) {
+        return NULL;
+    }
+    WaitQueue *queues[2] = {&p->getters, &p->putters};
+    for (int i = 0; i < 2; i++) {
+        while (queues[i]->head != NULL) {
+            PyObject *exc = PyObject_CallFunction(st->pipe_closed_error, "s",
+                                                  "the MicroPipe is closed");
+            if (exc == NULL) {
+                return NULL;
+            }
+            task_wake(queues[i]->head, NULL, exc);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pipe_get_closed(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(Pipe_CAST(op)->closed);
+}
+
+static Py_ssize_t
+pipe_length(PyObject *op)
+{
+    return Pipe_CAST(op)->len;
+}
+
+static PyObject *
+pipe_repr(PyObject *op)
+{
+    PipeObject *p = Pipe_CAST(op);
+    Py_ssize_t ng = 0, np = 0;
+    for (Task *t = p->getters.head; t; t = t->qnext) {
+        ng++;
+    }
+    for (Task *t = p->putters.head; t; t = t->qnext) {
+        np++;
+    }
+    return PyUnicode_FromFormat("<MicroPipe%s items=%zd maxsize=%zd getters=%zd putters=%zd>",
+                                p->closed ? " closed" : "", p->len, p->maxsize, ng, np);
+}
+
+static int
+pipe_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    PipeObject *p = Pipe_CAST(op);
+    Py_VISIT(Py_TYPE(op));
+    for (Py_ssize_t i = 0; i < p->len; i++) {
+        Py_VISIT(p->items[(p->head + i) % p->cap]);
+    }
+    int err = queue_traverse(&p->getters, visit, arg);
+    return err ? err : queue_traverse(&p->putters, visit, arg);
+}
+
+static int
+pipe_clear(PyObject *op)
+{
+    PipeObject *p = Pipe_CAST(op);
+    while (p->len > 0) {
+        Py_DECREF(pipe_popleft(p));
+    }
+    while (p->getters.head != NULL) {
+        task_unqueue(p->getters.head);
+    }
+    while (p->putters.head != NULL) {
+        task_unqueue(p->putters.head);
+    }
+    return 0;
+}
+
+static void
+pipe_dealloc(PyObject *op)
+{
+    PipeObject *p = Pipe_CAST(op);
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (p->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
+    (void)pipe_clear(op);
+    PyMem_Free(p->items);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef pipe_methods[] = {
+    {"get", _PyCFunction_CAST(pipe_get), METH_FASTCALL,
+     PyDoc_STR("get($self, /)\n--\n\n"
+               "Remove and return the next item, waiting for one if the pipe is\n"
+               "empty.  PipeClosedError once the pipe is closed and drained.")},
+    {"put", _PyCFunction_CAST(pipe_put), METH_FASTCALL,
+     PyDoc_STR("put($self, item, /)\n--\n\n"
+               "Add item, waiting while a bounded pipe is full.  PipeClosedError\n"
+               "if the pipe is closed (the item is not added).")},
+    {"close", pipe_close, METH_NOARGS,
+     PyDoc_STR("close($self, /)\n--\n\n"
+               "Close the pipe: blocked getters and putters get PipeClosedError;\n"
+               "buffered items can still be got.")},
+    {NULL, NULL},
+};
+
+static PyGetSetDef pipe_getset[] = {
+    {"closed", pipe_get_closed, NULL, PyDoc_STR("True once close() was called."), NULL},
+    {NULL},
+};
+
+static PyMemberDef pipe_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(PipeObject, weakreflist), Py_READONLY},
+    {"maxsize", Py_T_PYSSIZET, offsetof(PipeObject, maxsize), Py_READONLY,
+     PyDoc_STR("The most items the pipe buffers (0: no limit).")},
+    {NULL},
+};
+
+static PyType_Slot pipe_slots[] = {
+    {Py_tp_new, pipe_new},
+    {Py_tp_dealloc, pipe_dealloc},
+    {Py_tp_traverse, pipe_traverse},
+    {Py_tp_clear, pipe_clear},
+    {Py_tp_repr, pipe_repr},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, pipe_iternext},
+    {Py_tp_methods, pipe_methods},
+    {Py_tp_getset, pipe_getset},
+    {Py_tp_members, pipe_members},
+    {Py_sq_length, pipe_length},
+    {Py_tp_doc, "MicroPipe(maxsize=0)\n--\n\n"
+                "A FIFO channel between micro-threads of one OS thread.\n\n"
+                "put() waits while a bounded pipe (maxsize > 0) is full; get()\n"
+                "waits while it is empty.  Iterating gets items until the pipe\n"
+                "is closed and drained."},
+    {0, NULL},
+};
+
+static PyType_Spec pipe_spec = {
+    .name = "micro_thread.MicroPipe",
+    .basicsize = sizeof(PipeObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = pipe_slots,
+};
+
+
+/* ====================================================================== */
+/* _Waiter: a one-shot wake-up slot, for the synchronisation primitives */
+
+typedef struct {
+    PyObject_HEAD
+    WaitQueue queue;            /* at most the one waiting task */
+    PyObject *value;
+    PyObject *exc;
+    int has_outcome;
+    int used;
+    int abandoned;
+} WaiterObject;
+
+#define Waiter_CAST(op) ((WaiterObject *)(op))
+
+static void
+waiter_on_cancel(PyObject *op, Task *Py_UNUSED(t))
+{
+    Waiter_CAST(op)->abandoned = 1;
+}
+
+static PyObject *
+waiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (!_PyArg_NoPositional("_Waiter", args) || !_PyArg_NoKeywords("_Waiter", kwds)) {
+        return NULL;
+    }
+    WaiterObject *w = (WaiterObject *)type->tp_alloc(type, 0);
+    if (w != NULL) {
+        queue_init(&w->queue, (PyObject *)w, waiter_on_cancel);
+    }
+    return (PyObject *)w;
+}
+
+static PyObject *
+waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Hand-written rather than Argument Clinic: see pipe_get(). */
+    WaiterObject *w = Waiter_CAST(op);
+    if (!_PyArg_CheckPositional("wait", nargs, 0, 0)) {
+        return NULL;
+    }
+    if (w->used) {
+        PyErr_SetString(PyExc_RuntimeError, "_Waiter.wait() can only be called once");
+        return NULL;
+    }
+    w->used = 1;
+    if (w->has_outcome) {
+        if (w->exc != NULL) {
+            PyErr_SetRaisedException(Py_NewRef(w->exc));
+            return NULL;
+        }
+        return Py_NewRef(w->value);
+    }
+    SchedulerObject *s = scheduler_for(op);
+    if (s == NULL) {
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(&w->queue, NULL, NULL);
+    if (capsule == NULL) {
+        return NULL;
+    }
+    PyObject *res = block(s, args, arm_queue, capsule, "wait", NULL,
+                          NO_DEADLINE, TIMER_TIMEOUT);
+    Py_DECREF(capsule);
+    return res;
+}
+
+/* Deliver an outcome (value or exc, stolen); 1 if delivered. */
+static int
+waiter_deliver(WaiterObject *w, PyObject *value, PyObject *exc)
+{
+    if (w->has_outcome || w->abandoned) {
+        Py_XDECREF(value);
+        Py_XDECREF(exc);
+        return 0;
+    }
+    w->has_outcome = 1;
+    if (w->queue.head != NULL) {
+        task_wake(w->queue.head, value, exc);
+    }
+    else {
+        w->value = value;
+        w->exc = exc;
+    }
+    return 1;
+}
+
+static PyObject *
+waiter_fire(PyObject *op, PyObject *value)
+{
+    return PyBool_FromLong(waiter_deliver(Waiter_CAST(op), Py_NewRef(value), NULL));
+}
+
+static PyObject *
+waiter_fail(PyObject *op, PyObject *exc)
+{
+    PyObject *value = make_exception(exc);
+    if (value == NULL) {
+        return NULL;
+    }
+    return PyBool_FromLong(waiter_deliver(Waiter_CAST(op), NULL, value));
+}
+
+static PyObject *
+waiter_get_abandoned(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(Waiter_CAST(op)->abandoned);
+}
+
+static PyObject *
+waiter_get_fired(PyObject *op, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(Waiter_CAST(op)->has_outcome);
+}
+
+static int
+waiter_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    WaiterObject *w = Waiter_CAST(op);
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(w->value);
+    Py_VISIT(w->exc);
+    return queue_traverse(&w->queue, visit, arg);
+}
+
+static int
+waiter_clear(PyObject *op)
+{
+    WaiterObject *w = Waiter_CAST(op);
+    Py_CLEAR(w->value);
+    Py_CLEAR(w->exc);
+    while (w->queue.head != NULL) {
+        task_unqueue(w->queue.head);
+    }
+    return 0;
+}
+
+static void
+waiter_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    (void)waiter_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef waiter_methods[] = {
+    {"wait", _PyCFunction_CAST(waiter_wait), METH_FASTCALL,
+     PyDoc_STR("wait($self, /)\n--\n\n"
+               "Block until fire() or fail(); return the value or raise.")},
+    {"fire", waiter_fire, METH_O,
+     PyDoc_STR("fire($self, value, /)\n--\n\n"
+               "Wake the waiting task with value; True if this delivered it.")},
+    {"fail", waiter_fail, METH_O,
+     PyDoc_STR("fail($self, exc, /)\n--\n\n"
+               "Wake the waiting task with exc; True if this delivered it.")},
+    {NULL, NULL},
+};
+
+static PyGetSetDef waiter_getset[] = {
+    {"abandoned", waiter_get_abandoned, NULL,
+     PyDoc_STR("True if the waiting task gave up (killed, timed out)."), NULL},
+    {"fired", waiter_get_fired, NULL,
+     PyDoc_STR("True once an outcome was delivered."), NULL},
+    {NULL},
+};
+
+static PyType_Slot waiter_slots[] = {
+    {Py_tp_new, waiter_new},
+    {Py_tp_dealloc, waiter_dealloc},
+    {Py_tp_traverse, waiter_traverse},
+    {Py_tp_clear, waiter_clear},
+    {Py_tp_methods, waiter_methods},
+    {Py_tp_getset, waiter_getset},
+    {Py_tp_doc, "_Waiter()\n--\n\n"
+                "A one-shot wake-up slot for one task (internal: the\n"
+                "synchronisation primitives are built on it)."},
+    {0, NULL},
+};
+
+static PyType_Spec waiter_spec = {
+    .name = "micro_thread._Waiter",
+    .basicsize = sizeof(WaiterObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = waiter_slots,
+};
+
+
+/* ====================================================================== */
+/* Deadlock report */
+
+static int
+append_task_report(PyObject *lines, PyObject *format_stack, MicroThreadObject *mt)
+{
+    PyObject *line = PyUnicode_FromFormat("  %R", (PyObject *)mt);
+    if (line == NULL || PyList_Append(lines, line) < 0) {
+        Py_XDECREF(line);
+        return -1;
+    }
+    Py_DECREF(line);
+    PyObject *frames = microthread_frames(mt);
+    if (frames == NULL) {
+        return -1;
+    }
+    if (PyList_GET_SIZE(frames) > 0) {
+        PyObject *stack = PyObject_CallOneArg(format_stack, PyList_GET_ITEM(frames, 0));
+        if (stack == NULL) {
+            Py_DECREF(frames);
+            return -1;
+        }
+        PyObject *text = PyUnicode_Join(Py_GetConstantBorrowed(Py_CONSTANT_EMPTY_STR), stack);
+        Py_DECREF(stack);
+        if (text == NULL || PyList_Append(lines, text) < 0) {
+            Py_XDECREF(text);
+            Py_DECREF(frames);
+            return -1;
+        }
+        Py_DECREF(text);
+    }
+    Py_DECREF(frames);
+    return 0;
+}
+
+static PyObject *
+deadlock_message(SchedulerObject *s, Task *waiting)
+{
+    PyObject *format_stack = _PyImport_GetModuleAttrString("traceback", "format_stack");
+    if (format_stack == NULL) {
+        return NULL;
+    }
+    PyObject *lines = PyList_New(0);
+    if (lines == NULL) {
+        Py_DECREF(format_stack);
+        return NULL;
+    }
+    PyObject *head = waiting->mt == NULL
+        ? PyUnicode_FromFormat("deadlock: the OS thread's root waits (%s), and every "
+                               "micro-thread is blocked with nothing that can wake it:",
+                               waiting->what ? waiting->what : "?")
+        : PyUnicode_FromFormat("deadlock: %R waits (%s) below other blocked "
+                               "micro-threads, and nothing can wake it:",
+                               (PyObject *)waiting->mt, waiting->what ? waiting->what : "?");
+    if (head == NULL || PyList_Append(lines, head) < 0) {
+        Py_XDECREF(head);
+        goto fail;
+    }
+    Py_DECREF(head);
+    for (MicroThreadObject *mt = s->all_head; mt != NULL; mt = mt->all_next) {
+        if (append_task_report(lines, format_stack, mt) < 0) {
+            goto fail;
+        }
+    }
+    PyObject *sep = PyUnicode_FromString("\n");
+    if (sep == NULL) {
+        goto fail;
+    }
+    PyObject *msg = PyUnicode_Join(sep, lines);
+    Py_DECREF(sep);
+    Py_DECREF(lines);
+    Py_DECREF(format_stack);
+    return msg;
+fail:
+    Py_DECREF(lines);
+    Py_DECREF(format_stack);
+    return NULL;
+}
+
+
+/* ====================================================================== */
+/* Module functions */
+
+static PyObject *
+mt_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "start() missing required argument 'fn'");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "start() argument 'fn' must be callable, not %T",
+                     args[0]);
+        return NULL;
+    }
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    PyObject *fargs = _PyTuple_FromArray(args + 1, nargs - 1);
+    if (fargs == NULL) {
+        return NULL;
+    }
+    PyObject *kwargs = NULL;
+    if (kwnames != NULL) {
+        kwargs = _PyStack_AsDict(args + nargs, kwnames);
+        if (kwargs == NULL) {
+            Py_DECREF(fargs);
+            return NULL;
+        }
+    }
+    MicroThreadObject *mt = microthread_new(s, args[0], fargs, kwargs);
+    Py_DECREF(fargs);
+    Py_XDECREF(kwargs);
+    return (PyObject *)mt;
+}
+
+static PyObject *
+mt_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    if (current_task(s) != &s->root) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "run() cannot be called from inside a micro-thread; "
+                        "use start() and join()");
+        return NULL;
+    }
+    PyObject *mt = mt_start(module, args, nargs, kwnames);
+    if (mt == NULL) {
+        return NULL;
+    }
+    MicroThread_CAST(mt)->retrieved = 1;
+    PyObject *res;
+    if (MicroThread_CAST(mt)->finished) {
+        res = microthread_outcome(MicroThread_CAST(mt));
+    }
+    else {
+        PyObject *capsule = PyCapsule_New(&MicroThread_CAST(mt)->joiners, NULL, NULL);
+        res = capsule == NULL ? NULL
+              : block(s, args, arm_queue, capsule, "run", mt, NO_DEADLINE, TIMER_TIMEOUT);
+        Py_XDECREF(capsule);
+    }
+    Py_DECREF(mt);
+    return res;
+}
+
+static PyObject *
+mt_current(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    _PyMicroThreadCore *core = _PyMicroThread_Current(_PyThreadState_GET());
+    if (core == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(core->owner);
+}
+
+static PyObject *
+mt_enumerate(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (MicroThreadObject *mt = s->all_head; mt != NULL; mt = mt->all_next) {
+        if (PyList_Append(list, (PyObject *)mt) < 0) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static PyObject *
+mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Hand-written rather than Argument Clinic: see pipe_get(). */
+    if (!_PyArg_CheckPositional("sleep", nargs, 1, 1)) {
+        return NULL;
+    }
+    PyTime_t delay;
+    if (_PyTime_FromSecondsObject(&delay, args[0], _PyTime_ROUND_TIMEOUT) < 0) {
+        return NULL;
+    }
+    if (delay < 0) {
+        PyErr_SetString(PyExc_ValueError, "sleep length must be non-negative");
+        return NULL;
+    }
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    if (delay == 0) {
+        Task *t = current_task(s);
+        if (t->mt != NULL && PyDeferred_CanDefer(args)) {
+            return block(s, args, arm_yield, NULL, "sleep", NULL,
+                         NO_DEADLINE, TIMER_TIMEOUT);
+        }
+        /* The root, or a pinned micro-thread: let everything ready now run
+           once. */
+        for (Py_ssize_t n = s->ready_len; n > 0 && s->ready_len > 0; n--) {
+            if (run_step(s) < 0) {
+                return NULL;
+            }
+        }
+        if (fire_due_timers(s) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyTime_t now;
+    (void)PyTime_MonotonicRaw(&now);
+    return block(s, args, arm_nothing, NULL, "sleep", NULL,
+                 _PyTime_Add(now, delay), TIMER_SLEEP);
+}
+
+static PyObject *
+mt_push_deadline(PyObject *module, PyObject *deadline_obj)
+{
+    PyTime_t deadline;
+    if (_PyTime_FromSecondsObject(&deadline, deadline_obj, _PyTime_ROUND_TIMEOUT) < 0) {
+        return NULL;
+    }
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    Task *t = current_task(s);
+    if (t->ndeadlines == t->cap_deadlines) {
+        int cap = t->cap_deadlines ? t->cap_deadlines * 2 : 4;
+        PyTime_t *d = PyMem_Resize(t->deadlines, PyTime_t, cap);
+        if (d == NULL) {
+            return PyErr_NoMemory();
+        }
+        t->deadlines = d;
+        t->cap_deadlines = cap;
+    }
+    PyTime_t earliest = task_deadline(t);
+    t->deadlines[t->ndeadlines++] = deadline < earliest ? deadline : earliest;
+    return PyLong_FromLong(t->ndeadlines);
+}
+
+static PyObject *
+mt_pop_deadline(PyObject *module, PyObject *token)
+{
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    Task *t = current_task(s);
+    long n = PyLong_AsLong(token);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n != t->ndeadlines || n <= 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "timeout scopes must be left in the reverse order of entry");
+        return NULL;
+    }
+    t->ndeadlines--;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mt_current_task(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    Task *t = current_task(s);
+    return Py_NewRef(t->mt != NULL ? (PyObject *)t->mt : (PyObject *)s);
+}
+
+static PyObject *
+mt_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    /* At interpreter exit: end the micro-threads left in this OS thread,
+       letting their finally blocks run, as long as they make progress. */
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    for (int round = 0; round < 3 && s->all_head != NULL; round++) {
+        for (MicroThreadObject *mt = s->all_head; mt != NULL; ) {
+            MicroThreadObject *next = mt->all_next;
+            Py_INCREF(mt);
+            PyObject *r = microthread_kill((PyObject *)mt, NULL);
+            if (r == NULL) {
+                PyErr_WriteUnraisable((PyObject *)mt);
+            }
+            Py_XDECREF(r);
+            Py_DECREF(mt);
+            mt = next;
+        }
+        for (int steps = 0; s->ready_len > 0 && steps < 100000; steps++) {
+            if (run_step(s) < 0) {
+                return NULL;
+            }
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"start", _PyCFunction_CAST(mt_start), METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("start(fn, /, *args, **kwargs)\n--\n\n"
+               "Start fn(*args, **kwargs) in a new micro-thread and return it at once.")},
+    {"run", _PyCFunction_CAST(mt_run), METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("run(fn, /, *args, **kwargs)\n--\n\n"
+               "Run fn(*args, **kwargs) as a micro-thread, with the scheduler,\n"
+               "until it returns; return its result or raise its exception.")},
+    {"current", mt_current, METH_NOARGS,
+     PyDoc_STR("current()\n--\n\nThe running micro-thread, or None in the OS thread's root.")},
+    {"enumerate", mt_enumerate, METH_NOARGS,
+     PyDoc_STR("enumerate()\n--\n\nThe unfinished micro-threads of this OS thread, "
+               "in start order.")},
+    {"sleep", _PyCFunction_CAST(mt_sleep), METH_FASTCALL,
+     PyDoc_STR("sleep(seconds, /)\n--\n\n"
+               "Block for seconds; sleep(0) lets the other ready micro-threads run.")},
+    {"_push_deadline", mt_push_deadline, METH_O,
+     PyDoc_STR("_push_deadline(deadline, /)\n--\n\n"
+               "Enter a timeout scope ending at time.monotonic() == deadline.")},
+    {"_pop_deadline", mt_pop_deadline, METH_O,
+     PyDoc_STR("_pop_deadline(token, /)\n--\n\nLeave the innermost timeout scope.")},
+    {"_current_task", mt_current_task, METH_NOARGS,
+     PyDoc_STR("_current_task()\n--\n\nThe running micro-thread, or a token for the root.")},
+    {"_shutdown", mt_shutdown, METH_NOARGS,
+     PyDoc_STR("_shutdown()\n--\n\nKill this OS thread's micro-threads (at exit).")},
+    {NULL, NULL},
+};
+
+
+/* ====================================================================== */
+/* Module */
+
+static int
+module_exec(PyObject *module)
+{
+    module_state *st = get_module_state(module);
+#define ADD_TYPE(field, spec)                                               \
+    st->field = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL); \
+    if (st->field == NULL || PyModule_AddType(module, st->field) < 0) {     \
+        return -1;                                                          \
+    }
+    ADD_TYPE(microthread_type, microthread_spec);
+    ADD_TYPE(pipe_type, pipe_spec);
+    ADD_TYPE(waiter_type, waiter_spec);
+    ADD_TYPE(scheduler_type, scheduler_spec);
+#undef ADD_TYPE
+    st->pipe_closed_error = PyErr_NewExceptionWithDoc(
+        "micro_thread.PipeClosedError",
+        "Raised by MicroPipe.put() on a closed pipe, and by get() on a closed\n"
+        "and drained one.", NULL, NULL);
+    if (st->pipe_closed_error == NULL
+        || PyModule_AddObjectRef(module, "PipeClosedError", st->pipe_closed_error) < 0)
+    {
+        return -1;
+    }
+    st->deadlock_error = PyErr_NewExceptionWithDoc(
+        "micro_thread.DeadlockError",
+        "Raised in the OS thread's root when every micro-thread is blocked\n"
+        "and nothing (timer, I/O) can wake any of them.",
+        PyExc_RuntimeError, NULL);
+    if (st->deadlock_error == NULL
+        || PyModule_AddObjectRef(module, "DeadlockError", st->deadlock_error) < 0)
+    {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "CDeferred", PyDeferred_CDeferred) < 0
+        || PyModule_AddObjectRef(module, "MicroThreadExit", PyExc_MicroThreadExit) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    module_state *st = get_module_state(module);
+    Py_VISIT(st->microthread_type);
+    Py_VISIT(st->pipe_type);
+    Py_VISIT(st->waiter_type);
+    Py_VISIT(st->scheduler_type);
+    Py_VISIT(st->pipe_closed_error);
+    Py_VISIT(st->deadlock_error);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    module_state *st = get_module_state(module);
+    Py_CLEAR(st->microthread_type);
+    Py_CLEAR(st->pipe_type);
+    Py_CLEAR(st->waiter_type);
+    Py_CLEAR(st->scheduler_type);
+    Py_CLEAR(st->pipe_closed_error);
+    Py_CLEAR(st->deadlock_error);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    (void)module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    {Py_mod_gil, Py_MOD_GIL_USED},
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"The native kernel of the micro_thread package: per-OS-thread schedulers\n"
+"of micro-threads that suspend by deferral.  Use micro_thread instead.");
+
+static struct PyModuleDef micro_thread_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_micro_thread",
+    .m_doc = module_doc,
+    .m_size = sizeof(module_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__micro_thread(void)
+{
+    return PyModuleDef_Init(&micro_thread_module);
+}

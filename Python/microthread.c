@@ -1,0 +1,556 @@
+/* Micro-threads: suspending Python frames by deferral, and resuming them.
+
+   See Include/internal/pycore_microthread.h for the overview and PEP.rst for
+   the specification.  The scheduler and the Python API live in
+   Modules/_micro_threadmodule.c; this file is what the eval loop needs. */
+
+#include "Python.h"
+#include "pycore_call.h"          // _PyObject_Call()
+#include "pycore_ceval.h"         // _PyEval_EvalFrame()
+#include "pycore_code.h"          // _Py_GetBaseOpcode()
+#include "pycore_frame.h"         // _PyInterpreterFrame
+#include "pycore_microthread.h"
+#include "pycore_opcode_metadata.h"  // _PyOpcode_Caches
+#include "pycore_pyerrors.h"      // _PyErr_SetRaisedException()
+#include "pycore_pystate.h"       // _PyThreadState_GET()
+#include "pycore_tstate.h"        // _PyThreadStateImpl
+
+/* Leave this much C recursion headroom before resuming, so that the eval
+   loop's entry never fails once the suspended frames are linked to it. */
+#define MT_C_STACK_HEADROOM 4
+
+#define TSTATE_IMPL(tstate) ((_PyThreadStateImpl *)(tstate))
+
+
+/* ---------------------------------------------------------------------- */
+/* Where deferral is possible */
+
+static int
+is_call_opcode(int opcode)
+{
+    return opcode == CALL || opcode == CALL_KW || opcode == CALL_FUNCTION_EX;
+}
+
+/* The base opcode of the instruction a frame is executing. */
+static int
+frame_base_opcode(_PyInterpreterFrame *f)
+{
+    PyCodeObject *code = _PyFrame_GetCode(f);
+    int offset = (int)(f->instr_ptr - _PyCode_CODE(code));
+    return _Py_GetBaseOpcode(code, offset);
+}
+
+int
+PyDeferred_CanDefer(PyObject *const *args)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
+    if (mt == NULL || mt->base == NULL || mt->closing
+        || tstate->interp->eval_frame != NULL)
+    {
+        return 0;
+    }
+    _PyInterpreterFrame *f = tstate->current_frame;
+    if (f == NULL || f->owner == FRAME_OWNED_BY_CSTACK
+        || !PyCode_Check(f->f_executable))
+    {
+        return 0;
+    }
+    /* The deferring function must have been called by the current frame's
+       own CALL: then its arguments are in that frame's value stack.  A C
+       function in between (map(), sorted(key=...), ...) passes an array of
+       its own, and the result would be delivered to the wrong call. */
+    PyObject **stackbase = _PyFrame_Stackbase(f);
+    if (args < stackbase || args > stackbase + _PyFrame_GetCode(f)->co_stacksize) {
+        return 0;
+    }
+    if (!is_call_opcode(frame_base_opcode(f))) {
+        return 0;
+    }
+    /* Every frame up to the micro-thread's base must be a function frame
+       entered by a call in the frame below it, in this same eval loop: no
+       C frame, generator, or frame inlined for a property or __getitem__.
+       Heap frames were checked when they were first suspended. */
+    for (;;) {
+        if (f == mt->base || f->owner == FRAME_OWNED_BY_MICROTHREAD) {
+            return 1;
+        }
+        if (f->owner != FRAME_OWNED_BY_THREAD || !PyFunction_Check(f->f_funcobj)) {
+            return 0;
+        }
+        _PyInterpreterFrame *caller = f->previous;
+        if (caller == NULL || caller->owner == FRAME_OWNED_BY_CSTACK
+            || !is_call_opcode(frame_base_opcode(caller)))
+        {
+            return 0;
+        }
+        f = caller;
+    }
+}
+
+PyObject *
+PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    _PyMicroThreadCore *mt = ts->mt_current;
+    if (mt == NULL) {
+        PyErr_SetString(PyExc_SystemError,
+                        "PyDeferred_Defer() called outside a micro-thread");
+        return NULL;
+    }
+    if (ts->mt_defer_exc == NULL) {
+        /* Once per OS thread; every later deferral reuses it. */
+        ts->mt_defer_exc = PyObject_CallNoArgs(PyDeferred_CDeferred);
+        if (ts->mt_defer_exc == NULL) {
+            return NULL;
+        }
+    }
+    assert(!_PyErr_Occurred(tstate));
+    mt->defer_frame = tstate->current_frame;
+    mt->defer_instr = tstate->current_frame->instr_ptr;
+    mt->defer_pending = 1;
+    mt->arm = arm;
+    Py_XSETREF(mt->waitobj, Py_XNewRef(waitobj));
+    /* No __context__ chaining, and the eval loop stops it before any
+       traceback is made. */
+    _PyErr_SetRaisedException(tstate, Py_NewRef(ts->mt_defer_exc));
+    return NULL;
+}
+
+static void
+drop_pending(_PyMicroThreadCore *mt)
+{
+    mt->defer_pending = 0;
+    mt->defer_frame = NULL;
+    mt->defer_instr = NULL;
+    mt->arm = NULL;
+    Py_CLEAR(mt->waitobj);
+}
+
+
+/* ---------------------------------------------------------------------- */
+/* Heap frames */
+
+static _PyInterpreterFrame *
+alloc_heap_frame(_PyMicroThreadCore *mt, PyCodeObject *code)
+{
+    size_t size = offsetof(_PyMicroThreadFrame, frame)
+                  + (size_t)code->co_framesize * sizeof(PyObject *);
+    _PyMicroThreadFrame *h = PyMem_Malloc(size);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->mt = mt;
+    h->_pad = NULL;
+    return &h->frame;
+}
+
+static void
+free_heap_frame_memory(_PyInterpreterFrame *frame)
+{
+    PyMem_Free((char *)frame - offsetof(_PyMicroThreadFrame, frame));
+}
+
+void
+_PyMicroThread_FreeFrame(_PyInterpreterFrame *frame)
+{
+    _PyMicroThreadCore *mt = _PyFrame_GetMicroThread(frame);
+    assert(mt->nheap > 0);
+    mt->nheap--;
+    if (frame == mt->base) {
+        mt->base = NULL;
+    }
+    if (frame == mt->top) {
+        mt->top = NULL;
+    }
+    free_heap_frame_memory(frame);
+}
+
+int
+_PyMicroThread_FrameIsSuspended(_PyInterpreterFrame *frame)
+{
+    return _PyFrame_GetMicroThread(frame)->state == _PyMicroThread_SUSPENDED;
+}
+
+static int
+refuse_suspension(PyThreadState *tstate, _PyMicroThreadCore *mt, const char *why)
+{
+    _PyErr_Clear(tstate);   /* the CDeferred instance */
+    if (mt != NULL) {
+        drop_pending(mt);
+    }
+    _PyErr_Format(tstate, PyExc_SystemError,
+                  "a deferring call could not suspend its micro-thread: %s", why);
+    return -1;
+}
+
+/* Called at the eval loop's "error:" label when the current exception is
+   this thread's CDeferred instance: move the frames from frame (innermost)
+   to the micro-thread's base to the heap, innermost first, and pop them from
+   the thread's data stack.  Frames already on the heap are left where they
+   are, so this is O(frames entered since the last resume).  On failure,
+   nothing was changed and a real exception replaces the CDeferred. */
+int
+_PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
+{
+    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
+    if (mt == NULL || !mt->defer_pending || mt->base == NULL) {
+        return refuse_suspension(tstate, mt, "no micro-thread deferral is pending");
+    }
+    if (mt->defer_frame != frame || mt->defer_instr != frame->instr_ptr
+        || !is_call_opcode(frame_base_opcode(frame)))
+    {
+        /* A C function between the call and the deferral swallowed or
+           replaced the call's outcome; suspending would resume the wrong
+           call. */
+        return refuse_suspension(tstate, mt, "it was not called directly by Python code");
+    }
+
+    /* Pass 1: allocate a heap block for each frame still on the data stack. */
+    enum { SMALL = 16 };
+    _PyInterpreterFrame *small[SMALL];
+    _PyInterpreterFrame **heap = small;
+    int nthread = 0;
+    for (_PyInterpreterFrame *f = frame;
+         f->owner == FRAME_OWNED_BY_THREAD; f = f->previous)
+    {
+        nthread++;
+        if (f == mt->base) {
+            break;
+        }
+    }
+    if (nthread > SMALL) {
+        heap = PyMem_New(_PyInterpreterFrame *, nthread);
+        if (heap == NULL) {
+            _PyErr_Clear(tstate);
+            drop_pending(mt);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    int i = 0;
+    for (_PyInterpreterFrame *f = frame; i < nthread; f = f->previous, i++) {
+        heap[i] = alloc_heap_frame(mt, _PyFrame_GetCode(f));
+        if (heap[i] == NULL) {
+            while (--i >= 0) {
+                free_heap_frame_memory(heap[i]);
+            }
+            if (heap != small) {
+                PyMem_Free(heap);
+            }
+            _PyErr_Clear(tstate);
+            drop_pending(mt);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+
+    /* Pass 2: move them, innermost (the top of the data stack) first. */
+    _PyInterpreterFrame *f = frame;
+    for (i = 0; i < nthread; i++) {
+        _PyInterpreterFrame *h = heap[i];
+        _PyInterpreterFrame *prev = f->previous;
+        assert(f->stacktop >= 0);
+        memcpy(h, f, offsetof(_PyInterpreterFrame, localsplus)
+                     + (size_t)f->stacktop * sizeof(PyObject *));
+        h->owner = FRAME_OWNED_BY_MICROTHREAD;
+        if (h->frame_obj != NULL) {
+            h->frame_obj->f_frame = h;
+        }
+        if (i > 0) {
+            heap[i - 1]->previous = h;
+        }
+        if (f == mt->base) {
+            mt->base = h;
+        }
+#ifdef Py_DEBUG
+        /* Make a dangling pointer into the vacated stack obvious. */
+        memset(f->localsplus, 0xDD, (size_t)f->stacktop * sizeof(PyObject *));
+#endif
+        _PyThreadState_PopFrame(tstate, f);
+        f = prev;
+    }
+    _PyInterpreterFrame *top = nthread > 0 ? heap[0] : frame;
+    if (heap != small) {
+        PyMem_Free(heap);
+    }
+    mt->nheap += nthread;
+
+    /* The innermost frame resumes just after its call, like a caller of a
+       Python function does; every outer frame already has its return offset
+       from the call it made. */
+    top->return_offset = 1 + _PyOpcode_Caches[frame_base_opcode(top)];
+    mt->top = top;
+    mt->base->previous = NULL;
+    mt->state = _PyMicroThread_SUSPENDED;
+    mt->defer_pending = 0;
+    mt->defer_frame = NULL;
+    mt->defer_instr = NULL;
+    mt->instr_version = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker)
+                        & ~_PY_EVAL_EVENTS_MASK;
+    /* Each frame of the chain counted one Python recursion level; it is
+       counted again when they are resumed. */
+    tstate->py_recursion_remaining += mt->nheap;
+    return 0;
+}
+
+/* Called from the eval loop's entry when resuming: link the chain in and
+   return the innermost frame, where execution continues.  The base frame
+   was linked to the entry frame by the eval loop's prologue. */
+_PyInterpreterFrame *
+_PyMicroThread_ResumeFrames(PyThreadState *tstate, _PyInterpreterFrame *base)
+{
+    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
+    assert(mt != NULL && mt->base == base && mt->top != NULL);
+    (void)base;
+    tstate->current_frame = mt->top;
+    /* The innermost frame is counted by the caller's _Py_EnterRecursivePy. */
+    tstate->py_recursion_remaining -= mt->nheap - 1;
+    return mt->top;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/* The runner */
+
+void
+_PyMicroThread_InitCore(_PyMicroThreadCore *mt, PyObject *owner,
+                        PyObject *func, PyObject *args, PyObject *kwargs,
+                        PyObject *context)
+{
+    memset(mt, 0, sizeof(*mt));
+    mt->state = _PyMicroThread_CREATED;
+    mt->owner = owner;
+    mt->thread_id = _PyThreadState_GET()->id;
+    mt->func = Py_NewRef(func);
+    mt->args = Py_NewRef(args);
+    mt->kwargs = Py_XNewRef(kwargs);
+    mt->context = Py_XNewRef(context);
+}
+
+/* Make sure every suspended frame's code is instrumented for the tools
+   enabled since it suspended (the frames resume without a RESUME). */
+static int
+reinstrument(PyThreadState *tstate, _PyMicroThreadCore *mt)
+{
+    uintptr_t version = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker)
+                        & ~_PY_EVAL_EVENTS_MASK;
+    if (version == mt->instr_version) {
+        return 0;
+    }
+    for (_PyInterpreterFrame *f = mt->top; f != NULL; f = f->previous) {
+        if (_Py_Instrument(_PyFrame_GetCode(f), tstate->interp) < 0) {
+            return -1;
+        }
+    }
+    mt->instr_version = version;
+    return 0;
+}
+
+/* The first run: func(*args, **kwargs), in a frame of its own when func
+   is a Python function, so that the micro-thread can suspend. */
+static PyObject *
+first_run(PyThreadState *tstate, _PyMicroThreadCore *mt)
+{
+    PyObject *func = mt->func, *args = mt->args, *kwargs = mt->kwargs;
+    mt->func = mt->args = mt->kwargs = NULL;
+    if (PyMethod_Check(func) && PyFunction_Check(PyMethod_GET_FUNCTION(func))) {
+        /* A bound method: call its function with self prepended. */
+        Py_ssize_t n = PyTuple_GET_SIZE(args);
+        PyObject *newargs = PyTuple_New(n + 1);
+        if (newargs == NULL) {
+            Py_DECREF(func);
+            Py_DECREF(args);
+            Py_XDECREF(kwargs);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(newargs, 0, Py_NewRef(PyMethod_GET_SELF(func)));
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(newargs, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+        }
+        Py_SETREF(func, Py_NewRef(PyMethod_GET_FUNCTION(func)));
+        Py_SETREF(args, newargs);
+    }
+    if (PyFunction_Check(func)
+        && ((PyFunctionObject *)func)->vectorcall == _PyFunction_Vectorcall
+        && tstate->interp->eval_frame == NULL)
+    {
+        _PyInterpreterFrame *frame = _PyEval_PushFrameFromTuple(
+            tstate, (PyFunctionObject *)func, args, kwargs);
+        if (frame == NULL) {
+            return NULL;
+        }
+        mt->base = frame;
+        return _PyEval_EvalFrame(tstate, frame, 0);
+    }
+    /* Any other callable runs through C: this micro-thread cannot defer
+       (its blocking calls block the way they do outside micro-threads). */
+    PyObject *res = PyObject_Call(func, args, kwargs);
+    Py_DECREF(func);
+    Py_DECREF(args);
+    Py_XDECREF(kwargs);
+    return res;
+}
+
+PyObject *
+_PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
+                   PyObject *value, PyObject *exc, int *suspended)
+{
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    *suspended = 0;
+    if (mt->thread_id != tstate->id) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a micro-thread can only run in the OS thread that started it");
+        return NULL;
+    }
+    if (mt->state != _PyMicroThread_CREATED && mt->state != _PyMicroThread_SUSPENDED) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        mt->state == _PyMicroThread_RUNNING
+                        ? "micro-thread is already running"
+                        : "micro-thread has finished");
+        return NULL;
+    }
+    if (tstate->c_recursion_remaining <= MT_C_STACK_HEADROOM) {
+        PyErr_SetString(PyExc_RecursionError,
+                        "maximum C recursion depth exceeded while switching micro-threads");
+        return NULL;
+    }
+
+    /* Swap the micro-thread's state in. */
+    int first = mt->state == _PyMicroThread_CREATED;
+    mt->state = _PyMicroThread_RUNNING;
+    mt->prev_current = ts->mt_current;
+    ts->mt_current = mt;
+    mt->exc_state.previous_item = tstate->exc_info;
+    tstate->exc_info = &mt->exc_state;
+    PyObject *saved_context = tstate->context;
+    tstate->context = mt->context;
+    mt->context = NULL;
+    tstate->context_ver++;
+
+    PyObject *res;
+    if (first) {
+        res = first_run(tstate, mt);
+    }
+    else {
+        int flag = _PY_EVAL_MT_RESUME;
+        if (exc == NULL && reinstrument(tstate, mt) < 0) {
+            exc = PyErr_GetRaisedException();
+        }
+        else {
+            Py_XINCREF(exc);
+        }
+        if (exc != NULL) {
+            _PyErr_SetRaisedException(tstate, exc);
+            _PyErr_ChainStackItem();
+            flag = _PY_EVAL_MT_THROW;
+        }
+        else {
+            _PyFrame_StackPush(mt->top, Py_NewRef(value));
+        }
+        res = _PyEval_EvalFrameDefault(tstate, mt->base, flag);
+    }
+
+    if (res == NULL && mt->state == _PyMicroThread_SUSPENDED
+        && tstate->current_exception == ts->mt_defer_exc)
+    {
+        Py_DECREF(_PyErr_GetRaisedException(tstate));
+        *suspended = 1;
+    }
+    else {
+        mt->state = _PyMicroThread_FINISHED;
+        assert(mt->nheap == 0 && mt->base == NULL);
+        mt->base = mt->top = NULL;
+        drop_pending(mt);
+        if (res == NULL && ts->mt_defer_exc != NULL
+            && tstate->current_exception == ts->mt_defer_exc)
+        {
+            _PyErr_Clear(tstate);
+            PyErr_SetString(PyExc_SystemError,
+                            "CDeferred escaped from a micro-thread");
+        }
+    }
+
+    /* Swap it out. */
+    assert(tstate->exc_info == &mt->exc_state);
+    tstate->exc_info = mt->exc_state.previous_item;
+    mt->exc_state.previous_item = NULL;
+    mt->context = tstate->context;
+    tstate->context = saved_context;
+    tstate->context_ver++;
+    ts->mt_current = mt->prev_current;
+    mt->prev_current = NULL;
+    if (mt->state == _PyMicroThread_FINISHED) {
+        _PyErr_ClearExcState(&mt->exc_state);
+    }
+    return res;
+}
+
+_PyMicroThreadCore *
+_PyMicroThread_Current(PyThreadState *tstate)
+{
+    return TSTATE_IMPL(tstate)->mt_current;
+}
+
+
+/* ---------------------------------------------------------------------- */
+/* Garbage collection and teardown */
+
+int
+_PyMicroThread_Traverse(_PyMicroThreadCore *mt, visitproc visit, void *arg)
+{
+    Py_VISIT(mt->func);
+    Py_VISIT(mt->args);
+    Py_VISIT(mt->kwargs);
+    Py_VISIT(mt->context);
+    Py_VISIT(mt->waitobj);
+    Py_VISIT(mt->exc_state.exc_value);
+    /* A running micro-thread's frames are on the C stack, roots like any
+       running code's; only suspended ones belong to it. */
+    if (mt->state == _PyMicroThread_SUSPENDED) {
+        for (_PyInterpreterFrame *f = mt->top; f != NULL; f = f->previous) {
+            int err = _PyFrame_Traverse(f, visit, arg);
+            if (err) {
+                return err;
+            }
+        }
+    }
+    return 0;
+}
+
+void
+_PyMicroThread_ClearFrames(_PyMicroThreadCore *mt)
+{
+    if (mt->state != _PyMicroThread_SUSPENDED) {
+        return;
+    }
+    PyThreadState *tstate = _PyThreadState_GET();
+    /* Innermost first, so a frame object that outlives its frame can still
+       find the frame it was called from (its f_back). */
+    while (mt->top != NULL) {
+        _PyInterpreterFrame *f = mt->top;
+        mt->top = f->previous;
+        assert(f->owner == FRAME_OWNED_BY_MICROTHREAD);
+        tstate->c_recursion_remaining--;
+        _PyFrame_ClearExceptCode(f);
+        Py_DECREF(f->f_executable);
+        tstate->c_recursion_remaining++;
+        _PyMicroThread_FreeFrame(f);
+    }
+    assert(mt->nheap == 0);
+    mt->base = NULL;
+    mt->state = _PyMicroThread_FINISHED;
+}
+
+void
+_PyMicroThread_ClearCore(_PyMicroThreadCore *mt)
+{
+    _PyMicroThread_ClearFrames(mt);
+    drop_pending(mt);
+    Py_CLEAR(mt->func);
+    Py_CLEAR(mt->args);
+    Py_CLEAR(mt->kwargs);
+    Py_CLEAR(mt->context);
+    _PyErr_ClearExcState(&mt->exc_state);
+}
