@@ -525,10 +525,11 @@ def _make_group(k):
                 child = children[self._joined]
                 try:
                     child.join()
-                except k.MicroThreadExit:
-                    pass
                 except BaseException as exc:
-                    self._failures.append((child, exc))
+                    if not child.done():
+                        raise  # this wait was interrupted, not the child
+                    if not isinstance(exc, k.MicroThreadExit):
+                        self._failures.append((child, exc))
                 self._joined += 1
 
         def __exit__(self, exc_type, exc, tb):
