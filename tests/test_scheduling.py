@@ -1,0 +1,215 @@
+"""Cooperative scheduling: FIFO ready queue, sleep(0) fairness, the root."""
+
+import time
+
+import pytest
+
+
+def test_start_returns_at_once_without_switching(mt):
+    log = []
+    thread = mt.start(log.append, "ran")
+    assert log == []
+    assert thread.state == "created"
+    assert thread.join() is None
+    assert log == ["ran"]
+
+
+def test_started_micro_threads_run_in_start_order(mt):
+    log = []
+    threads = [mt.start(log.append, i) for i in range(5)]
+    threads[-1].join()
+    assert log == [0, 1, 2, 3, 4]
+    assert all(t.done() for t in threads)
+
+
+def test_sleep_zero_round_robin_is_strict(mt):
+    log = []
+
+    def worker(name):
+        for i in range(3):
+            log.append(f"{name}{i}")
+            mt.sleep(0)
+
+    def main():
+        threads = [mt.start(worker, name) for name in "abc"]
+        for thread in threads:
+            thread.join()
+
+    mt.run(main)
+    assert log == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+def test_root_is_queued_fifo_like_any_task(mt):
+    log = []
+
+    def worker(name):
+        log.append(f"{name}1")
+        mt.sleep(0)
+        log.append(f"{name}2")
+
+    mt.start(worker, "a")
+    mt.start(worker, "b")
+    mt.sleep(0)
+    assert log == ["a1", "b1"]
+    mt.sleep(0)
+    assert log == ["a1", "b1", "a2", "b2"]
+
+
+def test_sleep_zero_alone_returns(mt):
+    def main():
+        mt.sleep(0)
+        return "ok"
+
+    assert mt.run(main) == "ok"
+    mt.sleep(0)  # in the root, with nothing else to run
+
+
+def test_micro_threads_only_run_while_the_root_blocks(mt):
+    log = []
+
+    def worker():
+        log.append("worker")
+
+    thread = mt.start(worker)
+    for _ in range(3):
+        assert log == []
+    thread.join()
+    assert log == ["worker"]
+
+
+def test_sleep_waits_at_least_the_given_time(mt):
+    def main():
+        start = time.monotonic()
+        mt.sleep(0.02)
+        return time.monotonic() - start
+
+    assert mt.run(main) >= 0.02
+
+
+def test_sleep_in_the_root_waits(mt):
+    start = time.monotonic()
+    mt.sleep(0.02)
+    assert time.monotonic() - start >= 0.02
+
+
+def test_sleepers_wake_in_deadline_order(mt):
+    log = []
+
+    def sleeper(delay):
+        mt.sleep(delay)
+        log.append(delay)
+
+    def main():
+        threads = [mt.start(sleeper, d) for d in (0.03, 0.01, 0.02)]
+        for thread in threads:
+            thread.join()
+
+    mt.run(main)
+    assert log == [0.01, 0.02, 0.03]
+
+
+def test_busy_yielding_does_not_starve_timers(mt):
+    state = {"flag": False, "spins": 0}
+
+    def spinner():
+        while not state["flag"]:
+            state["spins"] += 1
+            mt.sleep(0)
+
+    def setter():
+        mt.sleep(0.01)
+        state["flag"] = True
+
+    def main():
+        threads = [mt.start(spinner), mt.start(setter)]
+        for thread in threads:
+            thread.join()
+
+    mt.run(main)
+    assert state["flag"] and state["spins"] > 0
+
+
+def test_run_returns_the_result(mt):
+    assert mt.run(lambda a, b=0: a + b, 2, b=3) == 5
+
+
+def test_run_raises_the_same_exception_object(mt):
+    error = ValueError("boom")
+
+    def main():
+        raise error
+
+    with pytest.raises(ValueError) as info:
+        mt.run(main)
+    assert info.value is error
+
+
+def test_run_leaves_unfinished_micro_threads_alive(mt):
+    pipe = mt.MicroPipe()
+    log = []
+
+    def waiter():
+        log.append(pipe.get())
+
+    def main():
+        return mt.start(waiter)
+
+    thread = mt.run(main)
+    assert not thread.done()
+    assert thread in mt.enumerate()
+    pipe.put("later")
+    thread.join()
+    assert log == ["later"]
+
+
+def test_run_returns_when_the_root_is_dequeued(mt):
+    # The root is woken by main's end and queued behind tasks that were
+    # already ready: they run one step first, later ones do not.
+    log = []
+
+    def other(name):
+        log.append(f"{name}1")
+        mt.sleep(0)
+        log.append(f"{name}2")
+
+    def main():
+        mt.start(other, "x")
+        return "main"
+
+    assert mt.run(main) == "main"
+    assert log == ["x1"]
+    mt.sleep(0)
+    assert log == ["x1", "x2"]
+
+
+def test_kwargs_all_go_to_the_function(mt):
+    def fn(**kwargs):
+        return kwargs
+
+    assert mt.start(fn, name="x", fn=1).join() == {"name": "x", "fn": 1}
+    assert mt.run(fn, name="y") == {"name": "y"}
+
+
+def test_micro_threads_can_start_micro_threads(mt):
+    def child(n):
+        return n * 2
+
+    def parent():
+        return [mt.start(child, i) for i in range(3)]
+
+    children = mt.run(parent)
+    assert [c.join() for c in children] == [0, 2, 4]
+
+
+def test_many_micro_threads(mt):
+    pipe = mt.MicroPipe()
+
+    def producer(i):
+        pipe.put(i)
+
+    def main():
+        for i in range(50):
+            mt.start(producer, i)
+        return sorted(pipe.get() for _ in range(50))
+
+    assert mt.run(main) == list(range(50))
