@@ -114,12 +114,10 @@ def _shielded(kernel, fn, *args):
         kernel._pop_deadline(token)
 
 
-def _publish(cls, doc=None):
+def _publish(cls):
     """Give a class made inside bind() its public module and qualnames."""
     cls.__module__ = _MODULE
     cls.__qualname__ = cls.__name__
-    if doc is not None:
-        cls.__doc__ = doc
     for name, attr in vars(cls).items():
         functions = [attr]
         if isinstance(attr, property):

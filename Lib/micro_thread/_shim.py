@@ -9,8 +9,11 @@ either of them.  The contract, in short:
   happen only inside blocking calls.  Micro-threads run only while the root
   is inside a blocking call: the root then drives the scheduler until its own
   operation completes.
-* The ready queue is FIFO and the root is queued like any task when it is
-  woken.  Every blocking call is a wait on a one-shot :class:`_Waiter`.
+* The ready queue is FIFO.  The root is the exception: when its blocking
+  call can complete it resumes before the queued micro-threads (which run
+  the next time the scheduler is driven); only ``sleep(0)`` in the root
+  queues it at the back like any task.  Every blocking call is a wait on a
+  one-shot :class:`_Waiter`.
 * A blocking call that has to suspend is a *checkpoint*: it first raises a
   pending ``kill()``/``throw()`` exception, or :class:`TimeoutError` when the
   task's earliest deadline has passed (level-triggered).  A call that can
@@ -256,9 +259,12 @@ class _Scheduler:
     # -- the ready queue and switching -------------------------------------
 
     def make_ready(self, task):
-        """Queue *task* (FIFO) to be resumed."""
+        """Queue *task* to be resumed: FIFO, but the root goes first."""
         task._state = READY
-        self.ready.append(task)
+        if task is self.root:
+            self.ready.appendleft(task)
+        else:
+            self.ready.append(task)
 
     def next_task(self):
         """Pop the next task to resume, firing due timers first; or None."""
@@ -427,7 +433,8 @@ def _yield():
     sched = _scheduler()
     task = sched.current
     _checkpoint(task)
-    sched.make_ready(task)
+    task._state = READY
+    sched.ready.append(task)
     try:
         sched.suspend(task)
     except BaseException:
@@ -762,8 +769,8 @@ class MicroPipe:
     """FIFO channel between micro-threads of one OS thread.
 
     *maxsize* bounds the buffer (0: unbounded).  Blocked getters and putters
-    are woken in FIFO order.  The pipe is bound to the OS thread that uses
-    it first.
+    are woken in FIFO order.  The pipe belongs to the OS thread that created
+    it; using it from another OS thread raises RuntimeError.
     """
 
     __slots__ = ("_maxsize", "_items", "_getters", "_putters", "_closed",
@@ -780,34 +787,28 @@ class MicroPipe:
         self._getters = collections.deque()
         self._putters = collections.deque()   # (waiter, item)
         self._closed = False
-        self._sched = None
+        self._sched = _scheduler()
 
     def __repr__(self):
         closed = " closed" if self._closed else ""
-        return f"<MicroPipe maxsize={self._maxsize} len={len(self._items)}{closed}>"
+        return (f"<MicroPipe maxsize={self._maxsize} "
+                f"len={len(self._items)}{closed}>")
 
     def __len__(self):
         return len(self._items)
-
-    @property
-    def maxsize(self):
-        """The buffer bound given at creation (0: unbounded)."""
-        return self._maxsize
 
     @property
     def closed(self):
         """True once :meth:`close` has been called."""
         return self._closed
 
-    def _bind(self):
+    def _check_thread(self):
         sched = _scheduler()
         if self._sched is not sched:
-            if self._sched is not None:
-                raise RuntimeError(
-                    f"cannot use {self!r} from OS thread {sched.thread.name!r}"
-                    ": it belongs to the micro_thread scheduler of OS thread "
-                    f"{self._sched.thread.name!r}")
-            self._sched = sched
+            raise RuntimeError(
+                f"cannot use {self!r} from OS thread {sched.thread.name!r}: "
+                "a MicroPipe belongs to the OS thread that created it "
+                f"({self._sched.thread.name!r})")
 
     def put(self, item):
         """Append *item*; block while a bounded pipe is full.
@@ -816,7 +817,7 @@ class MicroPipe:
         caller does not switch.  Raises :class:`PipeClosedError` if the pipe
         is (or gets) closed; the item is then not enqueued.
         """
-        self._bind()
+        self._check_thread()
         if self._closed:
             raise PipeClosedError("put() on a closed MicroPipe")
         getters = self._getters
@@ -835,7 +836,7 @@ class MicroPipe:
 
         Raises :class:`PipeClosedError` once the pipe is closed and drained.
         """
-        self._bind()
+        self._check_thread()
         items = self._items
         if items:
             item = items.popleft()
@@ -857,7 +858,7 @@ class MicroPipe:
         Blocked getters and putters raise :class:`PipeClosedError` (the
         putters' items are dropped); buffered items stay gettable.
         """
-        self._bind()
+        self._check_thread()
         if self._closed:
             return
         self._closed = True
