@@ -223,13 +223,14 @@ def test_child_failures_are_reported_when_the_group_is_interrupted(
     assert [r.exc_value for r in reported] == [error]
 
 
-def test_child_keyboard_interrupt_is_reraised_unwrapped(mt):
-    def interrupted():
-        raise KeyboardInterrupt
+def test_child_system_exit_is_reraised_unwrapped(mt):
+    def exiting():
+        raise SystemExit(7)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as info:
         with mt.Group() as group:
-            group.start(interrupted)
+            group.start(exiting)
+    assert info.value.code == 7
 
 
 def test_nested_groups(mt):

@@ -39,7 +39,7 @@ def test_sleep_zero_round_robin_is_strict(mt):
     assert log == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
 
 
-def test_root_is_queued_fifo_like_any_task(mt):
+def test_sleep_zero_in_the_root_queues_it_at_the_back(mt):
     log = []
 
     def worker(name):
@@ -162,24 +162,38 @@ def test_run_leaves_unfinished_micro_threads_alive(mt):
     assert log == ["later"]
 
 
-def test_run_returns_when_the_root_is_dequeued(mt):
-    # The root is woken by main's end and queued behind tasks that were
-    # already ready: they run one step first, later ones do not.
+def test_run_returns_before_other_ready_micro_threads_run(mt):
     log = []
 
-    def other(name):
-        log.append(f"{name}1")
-        mt.sleep(0)
-        log.append(f"{name}2")
-
     def main():
-        mt.start(other, "x")
+        mt.start(log.append, "other")
         return "main"
 
     assert mt.run(main) == "main"
-    assert log == ["x1"]
+    assert log == []  # it runs the next time the scheduler is driven
     mt.sleep(0)
-    assert log == ["x1", "x2"]
+    assert log == ["other"]
+
+
+def test_woken_root_resumes_before_queued_micro_threads(mt):
+    pipe = mt.MicroPipe()
+    log = []
+
+    def putter():
+        pipe.put("item")  # wakes the root; fire does not switch
+        log.append("putter continues")
+        mt.sleep(0)
+        log.append("putter again")
+
+    def bystander():
+        log.append("bystander")
+
+    mt.start(putter)
+    mt.start(bystander)
+    assert pipe.get() == "item"
+    assert log == ["putter continues"]
+    mt.sleep(0)  # sleep(0) queues the root at the back like any task
+    assert log == ["putter continues", "bystander", "putter again"]
 
 
 def test_kwargs_all_go_to_the_function(mt):
