@@ -50,7 +50,7 @@ class Scenario:
 
     def check_nothing_lost(self):
         """The dead waiter must not swallow a later wake-up or item."""
-        mt, kind = self.mt, self.kind
+        kind = self.kind
         if kind in ("get", "timeout"):
             self.pipe.put("item")
             assert len(self.pipe) == 1

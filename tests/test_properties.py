@@ -158,8 +158,8 @@ def test_single_producer_single_consumer_is_fifo(mt, maxsize, puts, gets):
        st.lists(st.lists(st.sampled_from(["hold", "try", "timed", "yield"]),
                          max_size=6), min_size=1, max_size=4),
        st.lists(st.one_of(st.just(None), st.integers(0, 3)), max_size=6))
-def test_semaphore_never_overcommits_or_loses_a_wakeup(mt, capacity, scripts,
-                                                      kills):
+def test_semaphore_never_overcommits_or_loses_a_wakeup(
+        mt, capacity, scripts, kills):
     semaphore = mt.BoundedSemaphore(capacity)
     holders = [0]
     peak = [0]

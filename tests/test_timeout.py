@@ -88,8 +88,8 @@ def test_timeouts_are_level_triggered(mt):
         results.append("free again")
         return results
 
-    assert mt.run(body) == ["timeout"] * 3 + ["sleep(0) timeout",
-                                               "free again"]
+    expected = ["timeout"] * 3 + ["sleep(0) timeout", "free again"]
+    assert mt.run(body) == expected
 
 
 def test_calls_that_need_not_block_complete_after_the_deadline(mt):

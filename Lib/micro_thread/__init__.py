@@ -36,9 +36,9 @@ def _choose_implementation():
     if choice not in ("", "native", "shim"):
         raise ImportError("PYTHON_MICRO_THREAD must be 'native' or 'shim', "
                           f"not {choice!r}", name=__name__)
-    if choice == "shim" or (not choice and _find_spec("_micro_thread") is None):
-        return "shim"
-    return "native"
+    if choice:
+        return choice
+    return "shim" if _find_spec("_micro_thread") is None else "native"
 
 
 #: Which implementation this package re-exports: "native" or "shim".

@@ -22,7 +22,16 @@ either of them.  The contract, in short:
 * ``kill()``/``throw()`` of a blocked micro_thread abandon its wait and make
   it ready with the exception.  If the target is merely ready (its wait has
   already completed), the completed result is kept and the exception is
-  raised at its next checkpoint, so no item or wake-up is ever lost.
+  raised at its next checkpoint, so no item or wake-up is ever lost.  While
+  one such exception is undelivered, further kill()/throw() do nothing.
+* A wait that ends by an exception (kill, throw, timeout, also one raised
+  at the checkpoint before suspending) leaves its waiter ``abandoned``, so
+  a later ``fire()``/``fail()`` returns False and the wake-up goes to the
+  next waiter.  ``_Waiter.wait(blocked_on=None)`` takes the text shown by
+  ``MicroThread.blocked_on``.
+* Micro-threads and pipes belong to the OS thread that created them; using
+  them, or waking a waiter of their tasks, from another OS thread raises
+  RuntimeError.
 * ``_push_deadline(None)`` pushes a *shield*: until it is popped, deadlines
   pushed before it are ignored (used to re-acquire a lock after an
   interrupted ``Condition.wait`` and to wait for killed children of a group).
@@ -128,7 +137,7 @@ def _seconds(value, what):
 
 
 def _as_exception(exc):
-    """Return an exception instance from an instance or class, else TypeError."""
+    """Return an exception instance from an instance or a class."""
     if isinstance(exc, type) and issubclass(exc, BaseException):
         return exc()
     if isinstance(exc, BaseException):
@@ -229,7 +238,7 @@ class _Scheduler:
         return timer
 
     def cancel_timer(self, timer):
-        """Cancel *timer* if it has not fired; compact the heap now and then."""
+        """Cancel *timer* unless it fired; compact the heap now and then."""
         if timer.done:
             return
         timer.done = True
