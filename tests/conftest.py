@@ -7,10 +7,13 @@ has the ``_micro_thread`` kernel.  The repository's ``Lib/`` is put on
 interpreter ships it).
 """
 
+import faulthandler
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,6 +36,12 @@ def _available_implementations():
 
 IMPLEMENTATIONS = _available_implementations()
 
+#: A test running longer than this is hung: interrupt it with SIGINT (and,
+#: if that does not help within HANG_GRACE more seconds, dump every thread's
+#: stack and exit) rather than let the run sit until CI's time limit.
+HANG_TIMEOUT = 120
+HANG_GRACE = 30
+
 settings.register_profile(
     "micro_thread", max_examples=60, deadline=None, derandomize=True,
     database=None,
@@ -46,6 +55,26 @@ settings.load_profile("micro_thread")
 def mt(request):
     """The public micro_thread API of one implementation."""
     return request.param
+
+
+def _interrupt_main_thread():
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    else:
+        import _thread
+        _thread.interrupt_main()
+
+
+@pytest.fixture(autouse=True)
+def _fail_fast_on_hangs():
+    """Turn a hung test into an interrupted session instead of a stuck run."""
+    watchdog = threading.Timer(HANG_TIMEOUT, _interrupt_main_thread)
+    watchdog.daemon = True
+    watchdog.start()
+    faulthandler.dump_traceback_later(HANG_TIMEOUT + HANG_GRACE, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+    watchdog.cancel()
 
 
 @pytest.fixture(autouse=True)
