@@ -57,6 +57,7 @@ typedef struct {
     PyTypeObject *scheduler_type;
     PyObject *pipe_closed_error;
     PyObject *deadlock_error;
+    PyObject *trampolines[4];   /* call0 ... call3 */
 } module_state;
 
 static struct PyModuleDef micro_thread_module;
@@ -97,9 +98,10 @@ struct Task {
     int blocked;                /* armed and waiting to be woken */
     int woken;                  /* woken: an outcome is waiting for it */
     int pinned;                 /* blocked in a scheduler loop on the C stack */
+    int thrown;                 /* woken by kill()/throw(), not resumed yet */
     PyObject *value;            /* the outcome: a value ... */
     PyObject *exc;              /* ... or an exception */
-    PyObject *handoff;          /* the pipe whose item value is, until it is taken */
+    PyObject *pending;          /* kill()/throw() to raise at its next blocking call */
     const char *what;           /* what it is blocked on */
     PyObject *what_obj;         /* ... and with what (a micro-thread joined) */
     WaitQueue *queue;           /* the queue it is in, if any */
@@ -148,12 +150,13 @@ struct SchedulerObject {
     TimerEntry *timers;         /* binary heap */
     Py_ssize_t ntimers, timers_cap;
     uint64_t timer_seq;
+    Py_ssize_t steps_to_timer_check;
     Task root;
     MicroThreadObject *all_head, *all_tail;
     uint64_t counter;
-    PyObject *fatal;            /* KeyboardInterrupt/SystemExit from a micro-thread */
     PyObject *deadlock_error;   /* strong */
     PyObject *microthread_type; /* strong */
+    PyObject *trampolines[4];   /* strong */
 };
 
 #define MicroThread_CAST(op) ((MicroThreadObject *)(op))
@@ -233,7 +236,7 @@ task_traverse(Task *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->value);
     Py_VISIT(t->exc);
-    Py_VISIT(t->handoff);
+    Py_VISIT(t->pending);
     Py_VISIT(t->what_obj);
     Py_VISIT(t->qitem);
     Py_VISIT(t->arm_obj);
@@ -246,7 +249,7 @@ task_clear(Task *t)
     task_unqueue(t);
     Py_CLEAR(t->value);
     Py_CLEAR(t->exc);
-    Py_CLEAR(t->handoff);
+    Py_CLEAR(t->pending);
     Py_CLEAR(t->what_obj);
     Py_CLEAR(t->arm_obj);
     t->arm = NULL;
@@ -518,13 +521,6 @@ finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
     mt->exception = exception;
     all_remove(s, mt);
     Py_INCREF(mt);
-    if (exception != NULL && !PyErr_GivenExceptionMatches(exception, PyExc_Exception)
-        && !PyErr_GivenExceptionMatches(exception, PyExc_MicroThreadExit)
-        && s->fatal == NULL)
-    {
-        /* KeyboardInterrupt, SystemExit: the OS thread's root gets it too. */
-        s->fatal = Py_NewRef(exception);
-    }
     while (mt->joiners.head != NULL) {
         Task *j = mt->joiners.head;
         if (exception != NULL) {
@@ -554,7 +550,7 @@ run_step(SchedulerObject *s)
     PyObject *value = t->value, *exc = t->exc;
     t->value = t->exc = NULL;
     t->woken = 0;
-    Py_CLEAR(t->handoff);
+    t->thrown = 0;
     int suspended;
     PyObject *res = _PyMicroThread_Run(tstate, &mt->core,
                                        value ? value : Py_None, exc, &suspended);
@@ -622,14 +618,15 @@ static PyObject *
 run_until_woken(SchedulerObject *s, Task *w)
 {
     while (!w->woken) {
-        if (s->fatal != NULL && w->mt == NULL) {
-            PyObject *fatal = s->fatal;
-            s->fatal = NULL;
-            task_cancel_wait(w);
-            task_wake(w, NULL, fatal);
-            break;
-        }
         if (s->ready_len > 0) {
+            /* Timers are due at least once a round of the ready queue, so
+               that micro-threads busy with sleep(0) do not starve them. */
+            if (s->ntimers > 0 && --s->steps_to_timer_check <= 0) {
+                s->steps_to_timer_check = s->ready_len;
+                if (fire_due_timers(s) < 0) {
+                    goto fail;
+                }
+            }
             if (run_step(s) < 0) {
                 goto fail;
             }
@@ -657,7 +654,7 @@ run_until_woken(SchedulerObject *s, Task *w)
         goto fail;
     }
     w->woken = 0;
-    Py_CLEAR(w->handoff);
+    w->thrown = 0;
     if (w->exc != NULL) {
         PyObject *exc = w->exc;
         w->exc = NULL;
@@ -699,20 +696,37 @@ arm_from_task(PyObject *Py_UNUSED(waitobj), PyObject *op)
     return rc;
 }
 
+/* Where a task is about to block: raise a kill()/throw() that reached it
+   while it was ready, or the TimeoutError of an expired timeout scope. */
 static int
-raise_timeout(void)
+checkpoint(Task *t)
 {
-    PyErr_SetString(PyExc_TimeoutError, "the micro-thread's timeout expired");
-    return -1;
+    if (t->pending != NULL) {
+        PyErr_SetRaisedException(t->pending);
+        t->pending = NULL;
+        return -1;
+    }
+    PyTime_t scope = task_deadline(t);
+    if (scope != NO_DEADLINE) {
+        PyTime_t now;
+        (void)PyTime_MonotonicRaw(&now);
+        if (now >= scope) {
+            PyErr_SetString(PyExc_TimeoutError, "the micro-thread's timeout expired");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Block the current task (see the comment at the top of this file).
-   args is the calling function's argument array; arm(obj, task) puts the
+   args is the calling function's argument array, or NULL for a tp_iternext
+   function, whose self is iter; arm(obj, task) puts the
    task where it will be woken from; deadline/kind: a deadline of this
    block only (sleep, join(timeout)), or NO_DEADLINE. */
 static PyObject *
-block(SchedulerObject *s, PyObject *const *args, arm_func arm, PyObject *obj,
-      const char *what, PyObject *what_obj, PyTime_t deadline, int kind)
+block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
+      PyObject *obj, const char *what, PyObject *what_obj, PyTime_t deadline,
+      int kind)
 {
     Task *t = current_task(s);
     if (t->mt != NULL && t->mt->core.closing) {
@@ -725,20 +739,16 @@ block(SchedulerObject *s, PyObject *const *args, arm_func arm, PyObject *obj,
         PyErr_Format(PyExc_RuntimeError, "task is already blocked (%s)", t->what);
         return NULL;
     }
-    PyTime_t scope = task_deadline(t);
-    if (scope != NO_DEADLINE) {
-        PyTime_t now;
-        (void)PyTime_MonotonicRaw(&now);
-        if (now >= scope) {
-            raise_timeout();
-            return NULL;
-        }
+    if (checkpoint(t) < 0) {
+        return NULL;
     }
     t->what = what;
     Py_XSETREF(t->what_obj, Py_XNewRef(what_obj));
     t->block_deadline = deadline;
     t->block_deadline_kind = kind;
-    if (t->mt != NULL && PyDeferred_CanDefer(args)) {
+    if (t->mt != NULL
+        && (args != NULL ? PyDeferred_CanDefer(args) : PyDeferred_CanDeferIter(iter)))
+    {
         t->arm = arm;
         t->arm_obj = Py_XNewRef(obj);
         return PyDeferred_Defer(arm_from_task, NULL);
@@ -809,14 +819,17 @@ get_scheduler(module_state *st)
     s->timers = NULL;
     s->ntimers = s->timers_cap = 0;
     s->timer_seq = 0;
+    s->steps_to_timer_check = 0;
     memset(&s->root, 0, sizeof(s->root));
     s->root.sched = s;
     s->root.block_deadline = NO_DEADLINE;
     s->all_head = s->all_tail = NULL;
     s->counter = 0;
-    s->fatal = NULL;
     s->deadlock_error = Py_NewRef(st->deadlock_error);
     s->microthread_type = Py_NewRef(st->microthread_type);
+    for (int i = 0; i < 4; i++) {
+        s->trampolines[i] = Py_NewRef(st->trampolines[i]);
+    }
     PyObject_GC_Track(s);
     ts->mt_scheduler = (PyObject *)s;
     return s;
@@ -846,9 +859,11 @@ scheduler_traverse(PyObject *op, visitproc visit, void *arg)
     for (Py_ssize_t i = 0; i < s->ntimers; i++) {
         Py_VISIT(s->timers[i].ref);
     }
-    Py_VISIT(s->fatal);
     Py_VISIT(s->deadlock_error);
     Py_VISIT(s->microthread_type);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(s->trampolines[i]);
+    }
     return task_traverse(&s->root, visit, arg);
 }
 
@@ -863,9 +878,11 @@ scheduler_clear(PyObject *op)
         TimerEntry e = timer_pop(s);
         Py_XDECREF(e.ref);
     }
-    Py_CLEAR(s->fatal);
     Py_CLEAR(s->deadlock_error);
     Py_CLEAR(s->microthread_type);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(s->trampolines[i]);
+    }
     task_clear(&s->root);
     return 0;
 }
@@ -930,20 +947,36 @@ microthread_state_name(MicroThreadObject *mt)
     return PyUnicode_FromString(name);
 }
 
+/* What a blocked task waits for, as MicroThread.blocked_on shows it. */
 static PyObject *
-microthread_blocked_on_str(MicroThreadObject *mt)
+task_blocked_text(Task *t)
 {
-    Task *t = &mt->task;
-    if (mt->finished || !t->blocked || t->what == NULL) {
+    if (t->what == NULL) {
         Py_RETURN_NONE;
     }
-    if (t->what_obj != NULL
-        && PyObject_TypeCheck(t->what_obj, Py_TYPE(mt)))
+    if (t->what_obj != NULL && PyUnicode_Check(t->what_obj)) {
+        return Py_NewRef(t->what_obj);
+    }
+    if (t->what_obj != NULL && t->mt != NULL
+        && PyObject_TypeCheck(t->what_obj, Py_TYPE(t->mt)))
     {
         return PyUnicode_FromFormat("%s <%U>", t->what,
                                     MicroThread_CAST(t->what_obj)->name);
     }
+    if (t->what_obj != NULL && t->mt == NULL && strcmp(t->what, "run") != 0) {
+        return PyUnicode_FromFormat("%s %R", t->what, t->what_obj);
+    }
     return PyUnicode_FromString(t->what);
+}
+
+static PyObject *
+microthread_blocked_on_str(MicroThreadObject *mt)
+{
+    Task *t = &mt->task;
+    if (mt->finished || !t->blocked) {
+        Py_RETURN_NONE;
+    }
+    return task_blocked_text(t);
 }
 
 static PyObject *
@@ -1091,7 +1124,7 @@ microthread_join(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (capsule == NULL) {
         return NULL;
     }
-    PyObject *res = block(s, args, arm_queue, capsule, "join", op,
+    PyObject *res = block(s, args, NULL, arm_queue, capsule, "join", op,
                           deadline, TIMER_TIMEOUT);
     Py_DECREF(capsule);
     return res;
@@ -1102,10 +1135,6 @@ microthread_done(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     return PyBool_FromLong(MicroThread_CAST(op)->finished);
 }
-
-/* Put an item that was handed over to a woken getter back at the head of
-   its pipe, because the getter will not take it after all. */
-static void pipe_return_item(PyObject *pipe, PyObject *item);
 
 /* Deliver exc (stolen) at the micro-thread's suspension point. */
 static PyObject *
@@ -1135,25 +1164,26 @@ microthread_throw_exc(MicroThreadObject *mt, PyObject *exc, int is_kill)
         finish(mt, NULL, exc);
         Py_RETURN_NONE;
     }
+    if (t->thrown) {
+        Py_DECREF(exc);   /* an earlier kill()/throw() is not delivered yet */
+        Py_RETURN_NONE;
+    }
     if (t->blocked) {
         task_cancel_wait(t);
         task_wake(t, NULL, exc);
+        t->thrown = 1;
         Py_RETURN_NONE;
     }
-    if (t->woken) {
-        /* Ready to resume with an outcome: replace it, and give back an
-           item it was handed. */
-        if (t->handoff != NULL && t->value != NULL) {
-            pipe_return_item(t->handoff, t->value);
-        }
-        Py_CLEAR(t->handoff);
-        Py_CLEAR(t->value);
-        Py_XSETREF(t->exc, exc);
-        Py_RETURN_NONE;
+    /* Woken but not resumed yet: the outcome it was woken with (an item
+       handed over, a lock granted) is not lost; the exception is raised at
+       its next blocking call.  An earlier one still pending wins. */
+    if (t->pending == NULL) {
+        t->pending = exc;
     }
-    Py_DECREF(exc);
-    PyErr_Format(PyExc_RuntimeError, "cannot throw into %R now", mt);
-    return NULL;
+    else {
+        Py_DECREF(exc);
+    }
+    Py_RETURN_NONE;
 }
 
 /* An exception instance from an exception class or instance. */
@@ -1276,7 +1306,7 @@ microthread_finalize(PyObject *op)
             t->blocked = t->woken = 0;
             Py_CLEAR(t->value);
             Py_CLEAR(t->exc);
-            Py_CLEAR(t->handoff);
+            Py_CLEAR(t->pending);
             mt->core.closing = 1;
             PyObject *exc = PyObject_CallNoArgs(PyExc_MicroThreadExit);
             if (exc == NULL) {
@@ -1405,21 +1435,55 @@ static PyType_Spec microthread_spec = {
     .slots = microthread_slots,
 };
 
+/* A micro-thread can only defer inside Python frames that start with a
+   Python function.  Any other callable (a builtin, a C method, a class) is
+   called by a small Python function -- call0(fn) is "return fn()" -- as
+   long as a plain CALL can pass its arguments (no keywords, at most three
+   positional ones); otherwise it runs through C and cannot defer. */
+static PyObject *
+entry_args(SchedulerObject *s, PyObject **func, PyObject *args, PyObject *kwargs)
+{
+    PyObject *f = *func;
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    int python = PyFunction_Check(f)
+                 || (PyMethod_Check(f) && PyFunction_Check(PyMethod_GET_FUNCTION(f)));
+    if (python || (kwargs != NULL && PyDict_GET_SIZE(kwargs) > 0) || n > 3) {
+        return Py_NewRef(args);
+    }
+    PyObject *newargs = PyTuple_New(n + 1);
+    if (newargs == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(newargs, 0, Py_NewRef(f));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(newargs, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    }
+    *func = s->trampolines[n];
+    return newargs;
+}
+
 static MicroThreadObject *
 microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kwargs)
 {
+    args = entry_args(s, &func, args, kwargs);
+    if (args == NULL) {
+        return NULL;
+    }
     PyObject *context = PyContext_CopyCurrent();
     if (context == NULL) {
+        Py_DECREF(args);
         return NULL;
     }
     MicroThreadObject *mt = PyObject_GC_New(MicroThreadObject,
                                             (PyTypeObject *)s->microthread_type);
     if (mt == NULL) {
         Py_DECREF(context);
+        Py_DECREF(args);
         return NULL;
     }
     _PyMicroThread_InitCore(&mt->core, (PyObject *)mt, func, args, kwargs, context);
     Py_DECREF(context);
+    Py_DECREF(args);
     memset(&mt->task, 0, sizeof(mt->task));
     mt->task.sched = (SchedulerObject *)Py_NewRef(s);
     mt->task.mt = mt;
@@ -1534,11 +1598,7 @@ pipe_check_thread(PipeObject *p)
 static void
 pipe_hand_over(PipeObject *p, PyObject *item)
 {
-    Task *g = p->getters.head;
-    task_wake(g, item, NULL);
-    if (g->mt != NULL) {
-        g->handoff = Py_NewRef(p);
-    }
+    task_wake(p->getters.head, item, NULL);
 }
 
 /* After an item left the buffer: let the first blocked putter in. */
@@ -1556,23 +1616,6 @@ pipe_admit_putter(PipeObject *p)
     }
     task_wake(w, Py_NewRef(Py_None), NULL);
     return 0;
-}
-
-static void
-pipe_return_item(PyObject *op, PyObject *item)
-{
-    PipeObject *p = Pipe_CAST(op);
-    if (p->getters.head != NULL) {
-        pipe_hand_over(p, Py_NewRef(item));
-        return;
-    }
-    if (pipe_reserve(p) < 0) {
-        PyErr_WriteUnraisable(op);
-        return;
-    }
-    p->head = (p->head - 1 + p->cap) % p->cap;
-    p->items[p->head] = Py_NewRef(item);
-    p->len++;
 }
 
 static PyObject *
@@ -1637,8 +1680,8 @@ pipe_get_impl(PipeObject *p, PyObject *const *args, int for_iteration)
     if (capsule == NULL) {
         return NULL;
     }
-    PyObject *res = block(s, args, arm_queue, capsule, "MicroPipe.get", NULL,
-                          NO_DEADLINE, TIMER_TIMEOUT);
+    PyObject *res = block(s, args, args == NULL ? (PyObject *)p : NULL, arm_queue,
+                          capsule, "MicroPipe.get", NULL, NO_DEADLINE, TIMER_TIMEOUT);
     Py_DECREF(capsule);
     if (res == NULL && for_iteration
         && PyErr_ExceptionMatches(state_from_type(Py_TYPE(p))->pipe_closed_error))
@@ -1662,10 +1705,18 @@ pipe_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 pipe_iternext(PyObject *op)
 {
-    /* tp_iternext is not called by a CALL: a wait here blocks (runs the
-       scheduler) rather than suspends. */
-    PyObject *dummy[1] = {NULL};
-    return pipe_get_impl(Pipe_CAST(op), dummy, 1);
+    /* A for loop over the pipe that suspended runs this again on resume:
+       the item it was woken with comes first. */
+    PyObject *item;
+    if (PyDeferred_TakeOutcome(op, &item)) {
+        if (item == NULL && PyErr_ExceptionMatches(
+                state_from_type(Py_TYPE(op))->pipe_closed_error))
+        {
+            PyErr_Clear();   /* closed and drained: the loop ends */
+        }
+        return item;
+    }
+    return pipe_get_impl(Pipe_CAST(op), NULL, 1);
 }
 
 static PyObject *
@@ -1704,11 +1755,11 @@ pipe_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_XSETREF(t->qitem, Py_NewRef(item));
-    PyObject *res = block(s, args, arm_queue, capsule, "MicroPipe.put", NULL,
+    PyObject *res = block(s, args, NULL, arm_queue, capsule, "MicroPipe.put", NULL,
                           NO_DEADLINE, TIMER_TIMEOUT);
     Py_DECREF(capsule);
-    if (res == NULL && !t->blocked && t->queue == NULL) {
-        Py_CLEAR(t->qitem);   /* failed before blocking */
+    if (res == NULL && t->arm == NULL && t->queue == NULL) {
+        Py_CLEAR(t->qitem);   /* failed before blocking (not deferred) */
     }
     return res;
 }
@@ -1758,15 +1809,8 @@ static PyObject *
 pipe_repr(PyObject *op)
 {
     PipeObject *p = Pipe_CAST(op);
-    Py_ssize_t ng = 0, np = 0;
-    for (Task *t = p->getters.head; t; t = t->qnext) {
-        ng++;
-    }
-    for (Task *t = p->putters.head; t; t = t->qnext) {
-        np++;
-    }
-    return PyUnicode_FromFormat("<MicroPipe%s items=%zd maxsize=%zd getters=%zd putters=%zd>",
-                                p->closed ? " closed" : "", p->len, p->maxsize, ng, np);
+    return PyUnicode_FromFormat("<MicroPipe maxsize=%zd len=%zd%s>",
+                                p->maxsize, p->len, p->closed ? " closed" : "");
 }
 
 static int
@@ -1907,7 +1951,13 @@ waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     /* Hand-written rather than Argument Clinic: see pipe_get(). */
     WaiterObject *w = Waiter_CAST(op);
-    if (!_PyArg_CheckPositional("wait", nargs, 0, 0)) {
+    if (!_PyArg_CheckPositional("wait", nargs, 0, 1)) {
+        return NULL;
+    }
+    PyObject *blocked_on = nargs > 0 && args[0] != Py_None ? args[0] : NULL;
+    if (blocked_on != NULL && !PyUnicode_Check(blocked_on)) {
+        PyErr_Format(PyExc_TypeError, "blocked_on must be a str or None, not %T",
+                     blocked_on);
         return NULL;
     }
     if (w->used) {
@@ -1930,9 +1980,15 @@ waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (capsule == NULL) {
         return NULL;
     }
-    PyObject *res = block(s, args, arm_queue, capsule, "wait", NULL,
+    Task *t = current_task(s);
+    PyObject *res = block(s, args, NULL, arm_queue, capsule, "_Waiter.wait", blocked_on,
                           NO_DEADLINE, TIMER_TIMEOUT);
     Py_DECREF(capsule);
+    if (res == NULL && t->arm == NULL && !w->has_outcome) {
+        /* It gave up before it blocked (a pending kill, an expired
+           timeout): nobody may hand it anything any more. */
+        w->abandoned = 1;
+    }
     return res;
 }
 
@@ -1940,6 +1996,14 @@ waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 static int
 waiter_deliver(WaiterObject *w, PyObject *value, PyObject *exc)
 {
+    Task *waiting = w->queue.head;
+    if (waiting != NULL && waiting->sched->thread_id != _PyThreadState_GET()->id) {
+        Py_XDECREF(value);
+        Py_XDECREF(exc);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot wake a micro-thread task from another OS thread");
+        return -1;
+    }
     if (w->has_outcome || w->abandoned) {
         Py_XDECREF(value);
         Py_XDECREF(exc);
@@ -1957,9 +2021,19 @@ waiter_deliver(WaiterObject *w, PyObject *value, PyObject *exc)
 }
 
 static PyObject *
-waiter_fire(PyObject *op, PyObject *value)
+delivered(int rc)
 {
-    return PyBool_FromLong(waiter_deliver(Waiter_CAST(op), Py_NewRef(value), NULL));
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+static PyObject *
+waiter_fire(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!_PyArg_CheckPositional("fire", nargs, 0, 1)) {
+        return NULL;
+    }
+    PyObject *value = nargs > 0 ? args[0] : Py_None;
+    return delivered(waiter_deliver(Waiter_CAST(op), Py_NewRef(value), NULL));
 }
 
 static PyObject *
@@ -1969,7 +2043,7 @@ waiter_fail(PyObject *op, PyObject *exc)
     if (value == NULL) {
         return NULL;
     }
-    return PyBool_FromLong(waiter_deliver(Waiter_CAST(op), NULL, value));
+    return delivered(waiter_deliver(Waiter_CAST(op), NULL, value));
 }
 
 static PyObject *
@@ -2018,10 +2092,11 @@ waiter_dealloc(PyObject *op)
 
 static PyMethodDef waiter_methods[] = {
     {"wait", _PyCFunction_CAST(waiter_wait), METH_FASTCALL,
-     PyDoc_STR("wait($self, /)\n--\n\n"
-               "Block until fire() or fail(); return the value or raise.")},
-    {"fire", waiter_fire, METH_O,
-     PyDoc_STR("fire($self, value, /)\n--\n\n"
+     PyDoc_STR("wait($self, blocked_on=None, /)\n--\n\n"
+               "Block until fire() or fail(); return the value or raise.\n"
+               "blocked_on is what MicroThread.blocked_on shows meanwhile.")},
+    {"fire", _PyCFunction_CAST(waiter_fire), METH_FASTCALL,
+     PyDoc_STR("fire($self, value=None, /)\n--\n\n"
                "Wake the waiting task with value; True if this delivered it.")},
     {"fail", waiter_fail, METH_O,
      PyDoc_STR("fail($self, exc, /)\n--\n\n"
@@ -2105,13 +2180,18 @@ deadlock_message(SchedulerObject *s, Task *waiting)
         Py_DECREF(format_stack);
         return NULL;
     }
+    PyObject *what = task_blocked_text(waiting);
+    if (what == NULL) {
+        goto fail;
+    }
     PyObject *head = waiting->mt == NULL
-        ? PyUnicode_FromFormat("deadlock: the OS thread's root waits (%s), and every "
+        ? PyUnicode_FromFormat("deadlock: the OS thread's root waits (%S), and every "
                                "micro-thread is blocked with nothing that can wake it:",
-                               waiting->what ? waiting->what : "?")
-        : PyUnicode_FromFormat("deadlock: %R waits (%s) below other blocked "
+                               what)
+        : PyUnicode_FromFormat("deadlock: %R waits (%S) below other blocked "
                                "micro-threads, and nothing can wake it:",
-                               (PyObject *)waiting->mt, waiting->what ? waiting->what : "?");
+                               (PyObject *)waiting->mt, what);
+    Py_DECREF(what);
     if (head == NULL || PyList_Append(lines, head) < 0) {
         Py_XDECREF(head);
         goto fail;
@@ -2200,7 +2280,7 @@ mt_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     else {
         PyObject *capsule = PyCapsule_New(&MicroThread_CAST(mt)->joiners, NULL, NULL);
         res = capsule == NULL ? NULL
-              : block(s, args, arm_queue, capsule, "run", mt, NO_DEADLINE, TIMER_TIMEOUT);
+              : block(s, args, NULL, arm_queue, capsule, "run", mt, NO_DEADLINE, TIMER_TIMEOUT);
         Py_XDECREF(capsule);
     }
     Py_DECREF(mt);
@@ -2259,11 +2339,14 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (delay == 0) {
         Task *t = current_task(s);
         if (t->mt != NULL && PyDeferred_CanDefer(args)) {
-            return block(s, args, arm_yield, NULL, "sleep", NULL,
+            return block(s, args, NULL, arm_yield, NULL, "sleep", NULL,
                          NO_DEADLINE, TIMER_TIMEOUT);
         }
         /* The root, or a pinned micro-thread: let everything ready now run
            once. */
+        if (checkpoint(t) < 0) {
+            return NULL;
+        }
         for (Py_ssize_t n = s->ready_len; n > 0 && s->ready_len > 0; n--) {
             if (run_step(s) < 0) {
                 return NULL;
@@ -2276,15 +2359,17 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyTime_t now;
     (void)PyTime_MonotonicRaw(&now);
-    return block(s, args, arm_nothing, NULL, "sleep", NULL,
+    return block(s, args, NULL, arm_nothing, NULL, "sleep", NULL,
                  _PyTime_Add(now, delay), TIMER_SLEEP);
 }
 
 static PyObject *
 mt_push_deadline(PyObject *module, PyObject *deadline_obj)
 {
-    PyTime_t deadline;
-    if (_PyTime_FromSecondsObject(&deadline, deadline_obj, _PyTime_ROUND_TIMEOUT) < 0) {
+    PyTime_t deadline = NO_DEADLINE;
+    if (deadline_obj != Py_None
+        && _PyTime_FromSecondsObject(&deadline, deadline_obj, _PyTime_ROUND_TIMEOUT) < 0)
+    {
         return NULL;
     }
     SchedulerObject *s = get_scheduler(get_module_state(module));
@@ -2301,7 +2386,8 @@ mt_push_deadline(PyObject *module, PyObject *deadline_obj)
         t->deadlines = d;
         t->cap_deadlines = cap;
     }
-    PyTime_t earliest = task_deadline(t);
+    /* None shields the block from the scopes around it. */
+    PyTime_t earliest = deadline_obj == Py_None ? NO_DEADLINE : task_deadline(t);
     t->deadlines[t->ndeadlines++] = deadline < earliest ? deadline : earliest;
     return PyLong_FromLong(t->ndeadlines);
 }
@@ -2338,32 +2424,62 @@ mt_current_task(PyObject *module, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(t->mt != NULL ? (PyObject *)t->mt : (PyObject *)s);
 }
 
+/* Kill every unfinished micro-thread of the scheduler (a kill that is
+   still undelivered is not repeated). */
+static int
+kill_all(SchedulerObject *s)
+{
+    for (MicroThreadObject *mt = s->all_head; mt != NULL; ) {
+        MicroThreadObject *next = mt->all_next;
+        Py_INCREF(mt);
+        PyObject *r = microthread_kill((PyObject *)mt, NULL);
+        Py_DECREF(mt);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        mt = next;
+    }
+    return 0;
+}
+
 static PyObject *
 mt_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     /* At interpreter exit: end the micro-threads left in this OS thread,
-       letting their finally blocks run, as long as they make progress. */
+       giving their finally blocks up to a second to run. */
     SchedulerObject *s = get_scheduler(get_module_state(module));
     if (s == NULL) {
         return NULL;
     }
-    for (int round = 0; round < 3 && s->all_head != NULL; round++) {
-        for (MicroThreadObject *mt = s->all_head; mt != NULL; ) {
-            MicroThreadObject *next = mt->all_next;
-            Py_INCREF(mt);
-            PyObject *r = microthread_kill((PyObject *)mt, NULL);
-            if (r == NULL) {
-                PyErr_WriteUnraisable((PyObject *)mt);
-            }
-            Py_XDECREF(r);
-            Py_DECREF(mt);
-            mt = next;
+    PyTime_t now, deadline;
+    (void)PyTime_MonotonicRaw(&now);
+    deadline = _PyTime_Add(now, 1000000000);
+    while (s->all_head != NULL && now < deadline) {
+        if (kill_all(s) < 0) {
+            return NULL;
         }
-        for (int steps = 0; s->ready_len > 0 && steps < 100000; steps++) {
+        if (s->ready_len > 0) {
             if (run_step(s) < 0) {
                 return NULL;
             }
         }
+        else {
+            int fired = fire_due_timers(s);
+            if (fired < 0) {
+                return NULL;
+            }
+            if (fired == 0) {
+                if (s->ntimers == 0) {
+                    break;   /* blocked for good: nothing can wake them */
+                }
+                PyTime_t when = s->timers[0].when;
+                if (sleep_until(when < deadline ? when : deadline) < 0) {
+                    return NULL;
+                }
+            }
+        }
+        (void)PyTime_MonotonicRaw(&now);
     }
     Py_RETURN_NONE;
 }
@@ -2386,7 +2502,9 @@ static PyMethodDef module_methods[] = {
                "Block for seconds; sleep(0) lets the other ready micro-threads run.")},
     {"_push_deadline", mt_push_deadline, METH_O,
      PyDoc_STR("_push_deadline(deadline, /)\n--\n\n"
-               "Enter a timeout scope ending at time.monotonic() == deadline.")},
+               "Enter a timeout scope ending at time.monotonic() == deadline;\n"
+               "None hides the scopes around it.  Returns a token for\n"
+               "_pop_deadline().")},
     {"_pop_deadline", mt_pop_deadline, METH_O,
      PyDoc_STR("_pop_deadline(token, /)\n--\n\nLeave the innermost timeout scope.")},
     {"_current_task", mt_current_task, METH_NOARGS,
@@ -2400,10 +2518,52 @@ static PyMethodDef module_methods[] = {
 /* ====================================================================== */
 /* Module */
 
+/* The entry functions of micro-threads that start with a callable that is
+   not a Python function (see entry_args()). */
+static const char trampolines_source[] =
+    "def call0(fn): return fn()\n"
+    "def call1(fn, a): return fn(a)\n"
+    "def call2(fn, a, b): return fn(a, b)\n"
+    "def call3(fn, a, b, c): return fn(a, b, c)\n";
+
+static int
+make_trampolines(module_state *st)
+{
+    PyObject *code = Py_CompileString(trampolines_source, "<micro_thread>", Py_file_input);
+    if (code == NULL) {
+        return -1;
+    }
+    PyObject *ns = PyDict_New();
+    if (ns == NULL || PyDict_SetItemString(ns, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        Py_XDECREF(ns);
+        Py_DECREF(code);
+        return -1;
+    }
+    PyObject *res = PyEval_EvalCode(code, ns, ns);
+    Py_DECREF(code);
+    if (res == NULL) {
+        Py_DECREF(ns);
+        return -1;
+    }
+    Py_DECREF(res);
+    static const char *names[4] = {"call0", "call1", "call2", "call3"};
+    for (int i = 0; i < 4; i++) {
+        if (PyDict_GetItemStringRef(ns, names[i], &st->trampolines[i]) <= 0) {
+            Py_DECREF(ns);
+            return -1;
+        }
+    }
+    Py_DECREF(ns);
+    return 0;
+}
+
 static int
 module_exec(PyObject *module)
 {
     module_state *st = get_module_state(module);
+    if (make_trampolines(st) < 0) {
+        return -1;
+    }
 #define ADD_TYPE(field, spec)                                               \
     st->field = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL); \
     if (st->field == NULL || PyModule_AddType(module, st->field) < 0) {     \
@@ -2451,6 +2611,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->scheduler_type);
     Py_VISIT(st->pipe_closed_error);
     Py_VISIT(st->deadlock_error);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(st->trampolines[i]);
+    }
     return 0;
 }
 
@@ -2464,6 +2627,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->scheduler_type);
     Py_CLEAR(st->pipe_closed_error);
     Py_CLEAR(st->deadlock_error);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(st->trampolines[i]);
+    }
     return 0;
 }
 

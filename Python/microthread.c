@@ -31,6 +31,15 @@ is_call_opcode(int opcode)
     return opcode == CALL || opcode == CALL_KW || opcode == CALL_FUNCTION_EX;
 }
 
+/* Instructions that run a Python function in the same eval loop and resume
+   the caller just after themselves when it returns. */
+static int
+is_inlined_call_opcode(int opcode)
+{
+    return is_call_opcode(opcode) || opcode == BEFORE_WITH
+           || opcode == WITH_EXCEPT_START;
+}
+
 /* The base opcode of the instruction a frame is executing. */
 static int
 frame_base_opcode(_PyInterpreterFrame *f)
@@ -40,20 +49,34 @@ frame_base_opcode(_PyInterpreterFrame *f)
     return _Py_GetBaseOpcode(code, offset);
 }
 
-int
-PyDeferred_CanDefer(PyObject *const *args)
+/* The running micro-thread's innermost Python frame, if it could suspend
+   at all (NULL if not). */
+static _PyInterpreterFrame *
+suspendable_frame(PyThreadState *tstate, _PyMicroThreadCore *mt)
 {
-    PyThreadState *tstate = _PyThreadState_GET();
-    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
     if (mt == NULL || mt->base == NULL || mt->closing
         || tstate->interp->eval_frame != NULL)
     {
-        return 0;
+        return NULL;
     }
     _PyInterpreterFrame *f = tstate->current_frame;
     if (f == NULL || f->owner == FRAME_OWNED_BY_CSTACK
         || !PyCode_Check(f->f_executable))
     {
+        return NULL;
+    }
+    return f;
+}
+
+static int chain_can_suspend(_PyMicroThreadCore *mt, _PyInterpreterFrame *f);
+
+int
+PyDeferred_CanDefer(PyObject *const *args)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
+    _PyInterpreterFrame *f = suspendable_frame(tstate, mt);
+    if (f == NULL) {
         return 0;
     }
     /* The deferring function must have been called by the current frame's
@@ -67,9 +90,53 @@ PyDeferred_CanDefer(PyObject *const *args)
     if (!is_call_opcode(frame_base_opcode(f))) {
         return 0;
     }
+    return chain_can_suspend(mt, f);
+}
+
+int
+PyDeferred_CanDeferIter(PyObject *iter)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
+    _PyInterpreterFrame *f = suspendable_frame(tstate, mt);
+    /* The current frame's FOR_ITER must be iterating over iter itself (not
+       over map(f, iter), say, whose C code calls iter's tp_iternext). */
+    if (f == NULL || TSTATE_IMPL(tstate)->mt_for_iter != iter
+        || frame_base_opcode(f) != FOR_ITER)
+    {
+        return 0;
+    }
+    return chain_can_suspend(mt, f);
+}
+
+int
+PyDeferred_TakeOutcome(PyObject *self, PyObject **value)
+{
+    _PyMicroThreadCore *mt = TSTATE_IMPL(_PyThreadState_GET())->mt_current;
+    *value = NULL;
+    if (mt == NULL || mt->outcome_for != self) {
+        return 0;
+    }
+    mt->outcome_for = NULL;
+    if (mt->outcome_exc != NULL) {
+        PyErr_SetRaisedException(mt->outcome_exc);
+        mt->outcome_exc = NULL;
+        Py_CLEAR(mt->outcome_value);
+    }
+    else {
+        *value = mt->outcome_value;
+        mt->outcome_value = NULL;
+    }
+    return 1;
+}
+
+static int
+chain_can_suspend(_PyMicroThreadCore *mt, _PyInterpreterFrame *f)
+{
     /* Every frame up to the micro-thread's base must be a function frame
-       entered by a call in the frame below it, in this same eval loop: no
-       C frame, generator, or frame inlined for a property or __getitem__.
+       entered by a call (or a with statement's __enter__/__exit__) in the
+       frame below it, in this same eval loop: no C frame, generator, or
+       frame inlined for a property or __getitem__.
        Heap frames were checked when they were first suspended. */
     for (;;) {
         if (f == mt->base || f->owner == FRAME_OWNED_BY_MICROTHREAD) {
@@ -80,7 +147,7 @@ PyDeferred_CanDefer(PyObject *const *args)
         }
         _PyInterpreterFrame *caller = f->previous;
         if (caller == NULL || caller->owner == FRAME_OWNED_BY_CSTACK
-            || !is_call_opcode(frame_base_opcode(caller)))
+            || !is_inlined_call_opcode(frame_base_opcode(caller)))
         {
             return 0;
         }
@@ -116,6 +183,14 @@ PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
        traceback is made. */
     _PyErr_SetRaisedException(tstate, Py_NewRef(ts->mt_defer_exc));
     return NULL;
+}
+
+static void
+drop_outcome(_PyMicroThreadCore *mt)
+{
+    mt->outcome_for = NULL;
+    Py_CLEAR(mt->outcome_value);
+    Py_CLEAR(mt->outcome_exc);
 }
 
 static void
@@ -198,8 +273,13 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
     if (mt == NULL || !mt->defer_pending || mt->base == NULL) {
         return refuse_suspension(tstate, mt, "no micro-thread deferral is pending");
     }
+    int op = frame_base_opcode(frame);
+    int reexecute = op == FOR_ITER;
     if (mt->defer_frame != frame || mt->defer_instr != frame->instr_ptr
-        || !is_call_opcode(frame_base_opcode(frame)))
+        || !(is_call_opcode(op) || reexecute)
+        || (reexecute && (frame->stacktop < 1
+                          || frame->localsplus[frame->stacktop - 1]
+                             != TSTATE_IMPL(tstate)->mt_for_iter)))
     {
         /* A C function between the call and the deferral swallowed or
            replaced the call's outcome; suspending would resume the wrong
@@ -280,7 +360,10 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
     /* The innermost frame resumes just after its call, like a caller of a
        Python function does; every outer frame already has its return offset
        from the call it made. */
-    top->return_offset = 1 + _PyOpcode_Caches[frame_base_opcode(top)];
+    /* A FOR_ITER is executed again on resume: its iterator's tp_iternext
+       then takes the outcome (PyDeferred_TakeOutcome()). */
+    top->return_offset = reexecute ? 0 : 1 + _PyOpcode_Caches[op];
+    mt->reexecute = reexecute;
     mt->top = top;
     mt->base->previous = NULL;
     mt->state = _PyMicroThread_SUSPENDED;
@@ -441,7 +524,14 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
         else {
             Py_XINCREF(exc);
         }
-        if (exc != NULL) {
+        if (mt->reexecute) {
+            /* The instruction that deferred runs again and takes this. */
+            drop_outcome(mt);
+            mt->outcome_exc = exc;
+            mt->outcome_value = exc == NULL ? Py_NewRef(value) : NULL;
+            mt->outcome_for = mt->top->localsplus[mt->top->stacktop - 1];
+        }
+        else if (exc != NULL) {
             _PyErr_SetRaisedException(tstate, exc);
             _PyErr_ChainStackItem();
             flag = _PY_EVAL_MT_THROW;
@@ -463,6 +553,7 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
         assert(mt->nheap == 0 && mt->base == NULL);
         mt->base = mt->top = NULL;
         drop_pending(mt);
+        drop_outcome(mt);
         if (res == NULL && ts->mt_defer_exc != NULL
             && tstate->current_exception == ts->mt_defer_exc)
         {
@@ -505,6 +596,8 @@ _PyMicroThread_Traverse(_PyMicroThreadCore *mt, visitproc visit, void *arg)
     Py_VISIT(mt->kwargs);
     Py_VISIT(mt->context);
     Py_VISIT(mt->waitobj);
+    Py_VISIT(mt->outcome_value);
+    Py_VISIT(mt->outcome_exc);
     Py_VISIT(mt->exc_state.exc_value);
     /* A running micro-thread's frames are on the C stack, roots like any
        running code's; only suspended ones belong to it. */
@@ -548,6 +641,7 @@ _PyMicroThread_ClearCore(_PyMicroThreadCore *mt)
 {
     _PyMicroThread_ClearFrames(mt);
     drop_pending(mt);
+    drop_outcome(mt);
     Py_CLEAR(mt->func);
     Py_CLEAR(mt->args);
     Py_CLEAR(mt->kwargs);

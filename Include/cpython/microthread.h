@@ -38,9 +38,20 @@ typedef int (*PyDeferred_ArmFunc)(PyObject *waitobj, PyObject *microthread);
    Never raises. */
 PyAPI_FUNC(int) PyDeferred_CanDefer(PyObject *const *args);
 
+/* The same for a tp_iternext function: 1 if the running code is a for
+   loop over iter itself that can be suspended. */
+PyAPI_FUNC(int) PyDeferred_CanDeferIter(PyObject *iter);
+
 /* Suspend the running micro-thread; only call it right after
-   PyDeferred_CanDefer() returned 1, and return its result (NULL). */
+   PyDeferred_CanDefer() or PyDeferred_CanDeferIter() returned 1, and return
+   its result (NULL). */
 PyAPI_FUNC(PyObject *) PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj);
+
+/* A for loop that deferred resumes by calling self's tp_iternext again,
+   which must first take the outcome it was woken with: returns 1 with
+   *value set (a new reference), or with *value NULL and the exception set;
+   0 if there is none (an ordinary call). */
+PyAPI_FUNC(int) PyDeferred_TakeOutcome(PyObject *self, PyObject **value);
 
 #ifdef __cplusplus
 }

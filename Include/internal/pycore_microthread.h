@@ -68,6 +68,13 @@ typedef struct _PyMicroThreadCore {
     PyDeferred_ArmFunc arm;
     PyObject *waitobj;
 
+    /* Resuming by executing the deferring instruction again (FOR_ITER):
+       the outcome waits here for the iterator's tp_iternext. */
+    int reexecute;
+    PyObject *outcome_for;          /* borrowed, compared: the iterator */
+    PyObject *outcome_value;
+    PyObject *outcome_exc;
+
     /* Per-micro-thread interpreter state, swapped in while it runs. */
     _PyErr_StackItem exc_state;     /* handled exception (sys.exception()) */
     PyObject *context;              /* contextvars.Context while not running */

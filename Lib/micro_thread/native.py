@@ -15,9 +15,15 @@ except ModuleNotFoundError as exc:
         "support (it has no _micro_thread module); use micro_thread.shim on "
         "a stock CPython", name=__name__) from None
 
+import atexit as _atexit
+
 from ._layer import export as _export
+
+# At exit, micro-threads left in the main OS thread are killed so that their
+# finally blocks run (for at most a second).
+_atexit.register(_kernel._shutdown)
 
 _api = _export(_kernel)
 globals().update(_api)
 __all__ = sorted(_api)
-del _api, _export
+del _api, _export, _atexit
