@@ -24,6 +24,7 @@ PY_STOCK := $(BUILD)/python-stock
 VENV := $(BUILD)/venv
 VENV_STOCK := $(BUILD)/venv-stock
 REQS := tests/requirements.txt
+DOC_REQS := tools/pep-sphinx/requirements.txt
 
 .PHONY: all python demo debug asan baseline venvs test test-native test-stock \
 	regrtest-modules docs regrtest refleaks perf patches reset-tree clean
@@ -46,10 +47,10 @@ demo: python
 	@$(PY) examples/demo.py
 
 # Test environments: a venv of each interpreter with the pinned test tools.
-$(VENV)/.installed: $(REQS) | python
-	@echo "==> making $(VENV) (pytest, hypothesis, pyperf)"
+$(VENV)/.installed: $(REQS) $(DOC_REQS) | python
+	@echo "==> making $(VENV) (pytest, hypothesis, pyperf, sphinx)"
 	@rm -rf $(VENV) && $(PY) -m venv $(VENV)
-	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(REQS)
+	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(REQS) -r $(DOC_REQS)
 	@touch $@
 $(VENV_STOCK)/.installed: $(REQS) | baseline
 	@echo "==> making $(VENV_STOCK) (pytest, hypothesis, pyperf)"
@@ -79,9 +80,10 @@ test-native: $(VENV)/.installed
 	@echo "==> pytest on the patched interpreter (native and shim)"
 	@$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
-docs:
-	@if [ -f doc-build/conf.py ]; then tools/build-docs.sh $(BUILD); \
-	else echo "==> docs: nothing to build yet"; fi
+# The PEP, rendered with Sphinx; any warning fails.
+docs: $(VENV)/.installed
+	@echo "==> rendering PEP.rst into $(BUILD)/pep-html"
+	@$(VENV)/bin/python -m sphinx -q -W -b html -c tools/pep-sphinx . $(BUILD)/pep-html
 
 regrtest: python baseline
 	@cpython-patch/regrtest.sh $(BUILD)
