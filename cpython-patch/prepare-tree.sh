@@ -91,8 +91,10 @@ Fix: save them with 'make patches' (commit them in $src first, see cpython-patch
         n=$((n + 1))
         say "applying $p"
         if ! out=$(git_in "$tmp" am --keep-cr -q "$here/$p" 2>&1); then
+            # git's advice (git am --continue ...) is for a tree that is
+            # about to be deleted: keep only what failed.
             die "cpython-patch/$p no longer applies to CPython 3.13.5:
-$out
+$(printf '%s\n' "$out" | grep -E '^(error|Patch failed)')
 Fix: rebase the patch on the tree of the patches before it (see cpython-patch/README.md)."
         fi
     done < <(series_patches)
