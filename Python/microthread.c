@@ -550,7 +550,9 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
     }
     else {
         mt->state = _PyMicroThread_FINISHED;
-        assert(mt->nheap == 0 && mt->base == NULL);
+        /* Every heap frame was freed as it returned or unwound; a base frame
+           that never left the data stack was popped like any other. */
+        assert(mt->nheap == 0);
         mt->base = mt->top = NULL;
         drop_pending(mt);
         drop_outcome(mt);
