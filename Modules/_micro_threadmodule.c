@@ -145,7 +145,8 @@ typedef struct {
 struct SchedulerObject {
     PyObject_HEAD
     unsigned long long thread_id;
-    PyObject **ready;           /* ring buffer of strong references */
+    PyObject **ready;           /* ring buffer of strong references; its
+                                   capacity is a power of two */
     Py_ssize_t ready_head, ready_len, ready_cap;
     TimerEntry *timers;         /* binary heap */
     Py_ssize_t ntimers, timers_cap;
@@ -278,14 +279,14 @@ ready_push(SchedulerObject *s, MicroThreadObject *mt)
             return -1;
         }
         for (Py_ssize_t i = 0; i < s->ready_len; i++) {
-            items[i] = s->ready[(s->ready_head + i) % s->ready_cap];
+            items[i] = s->ready[(s->ready_head + i) & (s->ready_cap - 1)];
         }
         PyMem_Free(s->ready);
         s->ready = items;
         s->ready_cap = cap;
         s->ready_head = 0;
     }
-    s->ready[(s->ready_head + s->ready_len) % s->ready_cap] = Py_NewRef(mt);
+    s->ready[(s->ready_head + s->ready_len) & (s->ready_cap - 1)] = Py_NewRef(mt);
     s->ready_len++;
     mt->in_ready = 1;
     return 0;
@@ -296,7 +297,7 @@ ready_pop(SchedulerObject *s)
 {
     assert(s->ready_len > 0);
     MicroThreadObject *mt = MicroThread_CAST(s->ready[s->ready_head]);
-    s->ready_head = (s->ready_head + 1) % s->ready_cap;
+    s->ready_head = (s->ready_head + 1) & (s->ready_cap - 1);
     s->ready_len--;
     mt->in_ready = 0;
     return mt;   /* the queue's reference */
@@ -788,12 +789,12 @@ arm_yield(PyObject *Py_UNUSED(obj), Task *t)
     return 0;
 }
 
-static int
-arm_queue(PyObject *obj, Task *t)
-{
-    queue_push((WaitQueue *)PyCapsule_GetPointer(obj, NULL), t);
-    return 0;
-}
+/* Arm functions that queue the task on its object's wait queue; defined
+   below, with the objects. */
+static int arm_join(PyObject *mt, Task *t);
+static int arm_pipe_get(PyObject *pipe, Task *t);
+static int arm_pipe_put(PyObject *pipe, Task *t);
+static int arm_waiter(PyObject *waiter, Task *t);
 
 
 /* ====================================================================== */
@@ -854,7 +855,7 @@ scheduler_traverse(PyObject *op, visitproc visit, void *arg)
     SchedulerObject *s = (SchedulerObject *)op;
     Py_VISIT(Py_TYPE(op));
     for (Py_ssize_t i = 0; i < s->ready_len; i++) {
-        Py_VISIT(s->ready[(s->ready_head + i) % s->ready_cap]);
+        Py_VISIT(s->ready[(s->ready_head + i) & (s->ready_cap - 1)]);
     }
     for (Py_ssize_t i = 0; i < s->ntimers; i++) {
         Py_VISIT(s->timers[i].ref);
@@ -1120,14 +1121,14 @@ microthread_join(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_RuntimeError, "a micro-thread cannot join itself");
         return NULL;
     }
-    PyObject *capsule = PyCapsule_New(&mt->joiners, NULL, NULL);
-    if (capsule == NULL) {
-        return NULL;
-    }
-    PyObject *res = block(s, args, NULL, arm_queue, capsule, "join", op,
-                          deadline, TIMER_TIMEOUT);
-    Py_DECREF(capsule);
-    return res;
+    return block(s, args, NULL, arm_join, op, "join", op, deadline, TIMER_TIMEOUT);
+}
+
+static int
+arm_join(PyObject *op, Task *t)
+{
+    queue_push(&MicroThread_CAST(op)->joiners, t);
+    return 0;
 }
 
 static PyObject *
@@ -1676,19 +1677,28 @@ pipe_get_impl(PipeObject *p, PyObject *const *args, int for_iteration)
     if (s == NULL) {
         return NULL;
     }
-    PyObject *capsule = PyCapsule_New(&p->getters, NULL, NULL);
-    if (capsule == NULL) {
-        return NULL;
-    }
-    PyObject *res = block(s, args, args == NULL ? (PyObject *)p : NULL, arm_queue,
-                          capsule, "MicroPipe.get", NULL, NO_DEADLINE, TIMER_TIMEOUT);
-    Py_DECREF(capsule);
+    PyObject *res = block(s, args, args == NULL ? (PyObject *)p : NULL, arm_pipe_get,
+                          (PyObject *)p, "MicroPipe.get", NULL, NO_DEADLINE, TIMER_TIMEOUT);
     if (res == NULL && for_iteration
         && PyErr_ExceptionMatches(state_from_type(Py_TYPE(p))->pipe_closed_error))
     {
         PyErr_Clear();
     }
     return res;
+}
+
+static int
+arm_pipe_get(PyObject *op, Task *t)
+{
+    queue_push(&Pipe_CAST(op)->getters, t);
+    return 0;
+}
+
+static int
+arm_pipe_put(PyObject *op, Task *t)
+{
+    queue_push(&Pipe_CAST(op)->putters, t);
+    return 0;
 }
 
 static PyObject *
@@ -1750,14 +1760,9 @@ pipe_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Task *t = current_task(s);
-    PyObject *capsule = PyCapsule_New(&p->putters, NULL, NULL);
-    if (capsule == NULL) {
-        return NULL;
-    }
     Py_XSETREF(t->qitem, Py_NewRef(item));
-    PyObject *res = block(s, args, NULL, arm_queue, capsule, "MicroPipe.put", NULL,
+    PyObject *res = block(s, args, NULL, arm_pipe_put, op, "MicroPipe.put", NULL,
                           NO_DEADLINE, TIMER_TIMEOUT);
-    Py_DECREF(capsule);
     if (res == NULL && t->arm == NULL && t->queue == NULL) {
         Py_CLEAR(t->qitem);   /* failed before blocking (not deferred) */
     }
@@ -1976,20 +1981,22 @@ waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (s == NULL) {
         return NULL;
     }
-    PyObject *capsule = PyCapsule_New(&w->queue, NULL, NULL);
-    if (capsule == NULL) {
-        return NULL;
-    }
     Task *t = current_task(s);
-    PyObject *res = block(s, args, NULL, arm_queue, capsule, "_Waiter.wait", blocked_on,
+    PyObject *res = block(s, args, NULL, arm_waiter, op, "_Waiter.wait", blocked_on,
                           NO_DEADLINE, TIMER_TIMEOUT);
-    Py_DECREF(capsule);
     if (res == NULL && t->arm == NULL && !w->has_outcome) {
         /* It gave up before it blocked (a pending kill, an expired
            timeout): nobody may hand it anything any more. */
         w->abandoned = 1;
     }
     return res;
+}
+
+static int
+arm_waiter(PyObject *op, Task *t)
+{
+    queue_push(&Waiter_CAST(op)->queue, t);
+    return 0;
 }
 
 /* Deliver an outcome (value or exc, stolen); 1 if delivered. */
@@ -2278,10 +2285,7 @@ mt_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         res = microthread_outcome(MicroThread_CAST(mt));
     }
     else {
-        PyObject *capsule = PyCapsule_New(&MicroThread_CAST(mt)->joiners, NULL, NULL);
-        res = capsule == NULL ? NULL
-              : block(s, args, NULL, arm_queue, capsule, "run", mt, NO_DEADLINE, TIMER_TIMEOUT);
-        Py_XDECREF(capsule);
+        res = block(s, args, NULL, arm_join, mt, "run", mt, NO_DEADLINE, TIMER_TIMEOUT);
     }
     Py_DECREF(mt);
     return res;
