@@ -740,6 +740,10 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
         PyErr_Format(PyExc_RuntimeError, "task is already blocked (%s)", t->what);
         return NULL;
     }
+    /* A deferral that never suspended (a monitoring callback replaced its
+       CDeferred) leaves its wait behind: drop it. */
+    t->arm = NULL;
+    Py_CLEAR(t->arm_obj);
     if (checkpoint(t) < 0) {
         return NULL;
     }

@@ -102,6 +102,7 @@ PyDeferred_CanDeferIter(PyObject *iter)
     /* The current frame's FOR_ITER must be iterating over iter itself (not
        over map(f, iter), say, whose C code calls iter's tp_iternext). */
     if (f == NULL || TSTATE_IMPL(tstate)->mt_for_iter != iter
+        || TSTATE_IMPL(tstate)->mt_for_iter_frame != f
         || frame_base_opcode(f) != FOR_ITER)
     {
         return 0;
@@ -505,7 +506,10 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
     mt->state = _PyMicroThread_RUNNING;
     mt->prev_current = ts->mt_current;
     ts->mt_current = mt;
-    mt->exc_state.previous_item = tstate->exc_info;
+    /* Its handled-exception chain ends at itself: sys.exception() in a
+       micro-thread never sees the exception handled by whoever runs it. */
+    mt->saved_exc_info = tstate->exc_info;
+    mt->exc_state.previous_item = NULL;
     tstate->exc_info = &mt->exc_state;
     PyObject *saved_context = tstate->context;
     tstate->context = mt->context;
@@ -567,8 +571,8 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
 
     /* Swap it out. */
     assert(tstate->exc_info == &mt->exc_state);
-    tstate->exc_info = mt->exc_state.previous_item;
-    mt->exc_state.previous_item = NULL;
+    tstate->exc_info = mt->saved_exc_info;
+    mt->saved_exc_info = NULL;
     mt->context = tstate->context;
     tstate->context = saved_context;
     tstate->context_ver++;

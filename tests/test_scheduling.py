@@ -100,12 +100,14 @@ def test_sleepers_wake_in_deadline_order(mt):
         log.append(delay)
 
     def main():
-        threads = [mt.start(sleeper, d) for d in (0.03, 0.01, 0.02)]
+        # 50 ms apart: far more than the skew between the sleepers' starts
+        # (the shim's thread hand-offs take milliseconds on a loaded machine).
+        threads = [mt.start(sleeper, d) for d in (0.15, 0.05, 0.10)]
         for thread in threads:
             thread.join()
 
     mt.run(main)
-    assert log == [0.01, 0.02, 0.03]
+    assert log == [0.05, 0.10, 0.15]
 
 
 def test_busy_yielding_does_not_starve_timers(mt):

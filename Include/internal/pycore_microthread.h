@@ -77,6 +77,7 @@ typedef struct _PyMicroThreadCore {
 
     /* Per-micro-thread interpreter state, swapped in while it runs. */
     _PyErr_StackItem exc_state;     /* handled exception (sys.exception()) */
+    _PyErr_StackItem *saved_exc_info; /* the runner's, while it runs */
     PyObject *context;              /* contextvars.Context while not running */
     uintptr_t instr_version;        /* instrumentation version at suspension */
     struct _PyMicroThreadCore *prev_current;  /* runner nesting */

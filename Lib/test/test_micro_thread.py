@@ -1502,7 +1502,6 @@ class PinningTests(MicroThreadTestCase):
         self.assertEqual([name for name, _ in _tb_tail(exc, 2)],
                          ['consumer', '<lambda>'])
 
-    @unittest.expectedFailure    # SystemError: deferral accepted, then refused
     def test_for_iter_through_c_iterator_after_inner_loop(self):
         # A generator's own for loop over the pipe, then zip() calling the
         # pipe's tp_iternext from C: the pipe cannot defer (zip is between
@@ -1828,7 +1827,6 @@ class TracingTests(MicroThreadTestCase):
         self.assertEqual(log, ['from callback', 5])
         self.assertEqual(len(pipe), 0)
 
-    @unittest.expectedFailure    # each replaced deferral leaks a reference
     def test_replaced_deferral_does_not_leak(self):
         armed = []
 
@@ -1975,7 +1973,6 @@ class IsolationTests(MicroThreadTestCase):
         self.assertIs(seen['a-resumed'], seen['a-own'])
         self.assertIsNone(seen['a-after'])
 
-    @unittest.expectedFailure    # the root's handled exception leaks in
     def test_root_handled_exception_not_visible_in_micro_thread(self):
         pipe = micro_thread.MicroPipe()
         seen = {}
@@ -1997,7 +1994,6 @@ class IsolationTests(MicroThreadTestCase):
             t.join()
         self.assertEqual(seen, dict(before=None, resumed=None, context=None))
 
-    @unittest.expectedFailure    # leaks into what runs on a pinned C stack
     def test_pinned_handled_exception_not_visible_in_other_micro_thread(self):
         pipe = micro_thread.MicroPipe()
         seen = {}
