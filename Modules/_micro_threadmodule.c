@@ -2147,6 +2147,11 @@ static PyType_Spec waiter_spec = {
 /* ====================================================================== */
 /* Deadlock report */
 
+/* A DeadlockError lists at most this many micro-threads, each with at most
+   this many of its innermost frames. */
+#define DEADLOCK_REPORT_THREADS 100
+#define DEADLOCK_REPORT_FRAMES 10
+
 static int
 append_task_report(PyObject *lines, PyObject *format_stack, MicroThreadObject *mt)
 {
@@ -2161,7 +2166,10 @@ append_task_report(PyObject *lines, PyObject *format_stack, MicroThreadObject *m
         return -1;
     }
     if (PyList_GET_SIZE(frames) > 0) {
-        PyObject *stack = PyObject_CallOneArg(format_stack, PyList_GET_ITEM(frames, 0));
+        /* The innermost frames tell what it waits in; keep the report short. */
+        PyObject *stack = PyObject_CallFunction(format_stack, "Oi",
+                                                PyList_GET_ITEM(frames, 0),
+                                                DEADLOCK_REPORT_FRAMES);
         if (stack == NULL) {
             Py_DECREF(frames);
             return -1;
@@ -2208,10 +2216,25 @@ deadlock_message(SchedulerObject *s, Task *waiting)
         goto fail;
     }
     Py_DECREF(head);
+    Py_ssize_t listed = 0, more = 0;
     for (MicroThreadObject *mt = s->all_head; mt != NULL; mt = mt->all_next) {
+        if (listed == DEADLOCK_REPORT_THREADS) {
+            more++;
+            continue;
+        }
+        listed++;
         if (append_task_report(lines, format_stack, mt) < 0) {
             goto fail;
         }
+    }
+    if (more > 0) {
+        PyObject *line = PyUnicode_FromFormat("  ... and %zd more blocked micro-threads",
+                                              more);
+        if (line == NULL || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(line);
+            goto fail;
+        }
+        Py_DECREF(line);
     }
     PyObject *sep = PyUnicode_FromString("\n");
     if (sep == NULL) {

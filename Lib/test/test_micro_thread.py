@@ -2678,5 +2678,29 @@ class LifecycleTests(MicroThreadTestCase):
         frames[0].clear()
 
 
+class DeadlockReportTests(MicroThreadTestCase):
+
+    def test_report_is_bounded(self):
+        # Each blocked micro-thread is listed with its innermost frames
+        # only, and past a hundred the rest are counted, not listed.
+        pipe = micro_thread.MicroPipe()
+        # Fifteen distinct frames (a recursive function's repeated lines
+        # would be collapsed by traceback).
+        namespace = {"pipe": pipe}
+        exec("def f15(): return pipe.get()\n" + "".join(
+            f"def f{i}(): return f{i + 1}()\n" for i in range(15)), namespace)
+        threads = [micro_thread.start(namespace["f0"]) for _ in range(130)]
+        with self.assertRaises(micro_thread.DeadlockError) as cm:
+            pipe.get()
+        message = str(cm.exception)
+        self.assertIn("... and 30 more blocked micro-threads", message)
+        self.assertEqual(message.count("<MicroThread name="), 100)
+        # 10 frames, each a "File ..." line, per listed micro-thread.
+        self.assertEqual(message.count('File "'), 100 * 10)
+        pipe.close()
+        for t in threads:
+            self.join_exception(t, micro_thread.PipeClosedError)
+
+
 if __name__ == "__main__":
     unittest.main()
