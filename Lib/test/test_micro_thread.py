@@ -165,6 +165,27 @@ class MicroThreadTestCase(unittest.TestCase):
             return exc
         self.fail(f"{t!r} did not raise {exc_type.__name__}")
 
+    def feed_worker(self, worker, suspend):
+        """Run worker(pipe) on the items 1, 2, 3; return its result.
+
+        With suspend, each item arrives while worker is blocked in the pipe
+        (it suspends three times); without, they are all there at once.
+        """
+        pipe = micro_thread.MicroPipe()
+        if not suspend:
+            for item in (1, 2, 3):
+                pipe.put(item)
+            pipe.close()
+        t = micro_thread.start(worker, pipe)
+        micro_thread.sleep(0)
+        if suspend:
+            for item in (1, 2, 3):
+                self.assertEqual(t.state, 'blocked')
+                pipe.put(item)
+                micro_thread.sleep(0)
+            pipe.close()
+        return t.join()
+
     def start_blocked(self, fn, *args, **kwargs):
         """Start fn and let it run until it blocks; check it deferred."""
         t = micro_thread.start(fn, *args, **kwargs)
@@ -1593,21 +1614,8 @@ class TracingTests(MicroThreadTestCase):
                                type(arg).__name__ if event == 'exception' else None))
             return tracer
 
-        pipe = micro_thread.MicroPipe()
         with _Trace(tracer):
-            if not suspend:
-                for item in (1, 2, 3):
-                    pipe.put(item)
-                pipe.close()
-            t = micro_thread.start(worker, pipe)
-            micro_thread.sleep(0)
-            if suspend:
-                for item in (1, 2, 3):
-                    self.assertEqual(t.state, 'blocked')
-                    pipe.put(item)
-                    micro_thread.sleep(0)
-                pipe.close()
-            self.assertEqual(t.join(), 7)
+            self.assertEqual(self.feed_worker(worker, suspend), 7)
         return events
 
     def test_settrace_events_are_the_same_with_suspension(self):
@@ -1745,22 +1753,9 @@ class TracingTests(MicroThreadTestCase):
             mask |= getattr(E, name)
         runs = []
         for suspend in (False, True):
-            pipe = micro_thread.MicroPipe()
             del events[:]
             with _Monitoring(mask, {getattr(E, n): cb(n) for n in names}):
-                if not suspend:
-                    for item in (1, 2, 3):
-                        pipe.put(item)
-                    pipe.close()
-                t = micro_thread.start(worker, pipe)
-                micro_thread.sleep(0)
-                if suspend:
-                    for item in (1, 2, 3):
-                        self.assertEqual(t.state, 'blocked')
-                        pipe.put(item)
-                        micro_thread.sleep(0)
-                    pipe.close()
-                self.assertEqual(t.join(), 7)
+                self.assertEqual(self.feed_worker(worker, suspend), 7)
             runs.append(list(events))
         self.assertEqual(runs[1], runs[0])
         self.assertIn('LINE', [name for name, _ in runs[0]])
