@@ -51,50 +51,19 @@ perf_counter = pyperf.perf_counter
 
 # -- micro_thread ---------------------------------------------------------
 
-def mt_pingpong(loops, mt):
-    """*loops* x 5 round trips between two micro-threads (10 switches)."""
-    count = loops * 5
-
-    def ponger(a, b):
-        get = a.get
-        put = b.put
-        for _ in range(count):
-            put(get())
-
-    def pinger():
-        a = mt.MicroPipe(1)
-        b = mt.MicroPipe(1)
-        other = mt.start(ponger, a, b)
-        put = a.put
-        get = b.get
-        range_it = range(loops)
-        t0 = perf_counter()
-        for i in range_it:
-            put(i); get()
-            put(i); get()
-            put(i); get()
-            put(i); get()
-            put(i); get()
-        dt = perf_counter() - t0
-        other.join()
-        return dt
-
-    return mt.run(pinger)
+def _ponger(a, b, count):
+    get = a.get
+    put = b.put
+    for _ in range(count):
+        put(get())
 
 
-def mt_pingpong_root(loops, mt):
-    """As mt_pingpong, but the pinger is the OS thread's root."""
-    count = loops * 5
-
-    def ponger(a, b):
-        get = a.get
-        put = b.put
-        for _ in range(count):
-            put(get())
-
+def _timed_pings(mt, loops):
+    """*loops* x 5 round trips with a ponger micro-thread (10 switches);
+    return the seconds they took."""
     a = mt.MicroPipe(1)
     b = mt.MicroPipe(1)
-    other = mt.start(ponger, a, b)
+    other = mt.start(_ponger, a, b, loops * 5)
     put = a.put
     get = b.get
     range_it = range(loops)
@@ -108,6 +77,16 @@ def mt_pingpong_root(loops, mt):
     dt = perf_counter() - t0
     other.join()
     return dt
+
+
+def mt_pingpong(loops, mt):
+    """*loops* x 5 round trips between two micro-threads (10 switches)."""
+    return mt.run(_timed_pings, mt, loops)
+
+
+def mt_pingpong_root(loops, mt):
+    """As mt_pingpong, but the pinger is the OS thread's root."""
+    return _timed_pings(mt, loops)
 
 
 def mt_sleep0(loops, mt):
