@@ -2,7 +2,8 @@
 
     python report.py [--results DIR] [-o results/summary.md]
 
-Reads (whichever exist): switch.json, spawn.json, deep.json (pyperf),
+Reads (whichever exist): switch.json, spawn.json, deep.json, echo.json
+(pyperf),
 nouse-stock.json + nouse-patched.json (pyperf), mem_idle.json and
 mem_idle-stock.json (mem_idle.py), machine.json (written by ``report.py
 --machine PYTHON...``).  Needs pyperf.  Every ratio is computed from values
@@ -163,7 +164,8 @@ def section_machine(out, results):
                            f"{now[1][:12]} at the end): results may mix "
                            f"the two builds")
     loads = []
-    for name in ("switch", "spawn", "deep", "nouse-stock", "nouse-patched"):
+    for name in ("switch", "spawn", "deep", "echo", "nouse-stock",
+                 "nouse-patched"):
         path = os.path.join(results, name + ".json")
         if os.path.exists(path):
             la = load_avg(path)
@@ -286,6 +288,44 @@ def section_deep(out, results, verdicts):
                              linear and flat))
 
 
+def section_echo(out, results):
+    s = load(os.path.join(results, "echo.json"))
+    if not s:
+        return
+    any_bench = next(iter(s.values()))
+    md = any_bench.get_metadata()
+    out.append("## Echo server: server CPU time per echoed request\n")
+    out.append(f"{md.get('echo_message_bytes', '?')}-byte messages, "
+               f"{md.get('echo_connections', '?')} loopback connections in "
+               f"ping-pong, driven by {md.get('echo_load_processes', '?')} "
+               f"load generator processes; the value is the server "
+               f"process's user + system CPU time per request (one OS "
+               f"thread).\n")
+    ref = s.get("echo_micro_thread")
+    floor = s.get("echo_epoll_loop")
+    out.append("| benchmark | server CPU per request | median | "
+               "this / epoll loop | micro_thread / this |")
+    out.append("|---|---|---|---|---|")
+    for name, bench in s.items():
+        vs_floor = fmt_ratio(mean(bench) / mean(floor)) if floor else "-"
+        ratio = fmt_ratio(mean(ref) / mean(bench)) if ref else "-"
+        out.append(f"| {name} | {cell(bench)} | {fmt_time(bench.median())} "
+                   f"| {vs_floor} | {ratio} |")
+    out.append("")
+    if ref:
+        parts = []
+        for peer, label in (("echo_epoll_loop", "the hand-written epoll "
+                             "loop"),
+                            ("echo_uvloop_streams", "uvloop streams"),
+                            ("echo_gevent_streamserver", "gevent"),
+                            ("echo_asyncio_streams", "asyncio streams")):
+            if peer in s:
+                parts.append(f"{fmt_ratio(mean(ref) / mean(s[peer]))} "
+                             f"{label}")
+        out.append("micro_thread server CPU per request = "
+                   + "; ".join(parts) + ".\n")
+
+
 def section_mem(out, results, verdicts):
     path = os.path.join(results, "mem_idle.json")
     if not os.path.exists(path):
@@ -404,6 +444,7 @@ def main():
     section_switch(out, args.results, verdicts)
     section_spawn(out, args.results)
     section_deep(out, args.results, verdicts)
+    section_echo(out, args.results)
     section_mem(out, args.results, verdicts)
     section_nouse(out, args.results, verdicts)
     if verdicts:
