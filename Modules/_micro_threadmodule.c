@@ -43,6 +43,9 @@
 
 #include <time.h>                 // nanosleep()
 
+#include "_micro_thread/notifier.h"   // mt_notifier
+#include "_micro_thread/workers.h"    // _mt_workers_submit()
+
 #define NO_DEADLINE PyTime_MAX
 
 typedef struct MicroThreadObject MicroThreadObject;
@@ -89,7 +92,20 @@ struct WaitQueue {
     void (*on_cancel)(PyObject *owner, Task *t); /* a waiter gave up */
 };
 
-enum { TIMER_SLEEP, TIMER_TIMEOUT };
+enum { TIMER_SLEEP, TIMER_TIMEOUT, TIMER_IO };
+
+typedef struct IOJob IOJob;
+
+/* What an I/O wait (PyDeferred_WaitFd(), PyDeferred_Offload()) waits for
+   and how its outcome is made. */
+typedef struct {
+    int fd;                     /* -1: none (a deadline, or offloaded work) */
+    int events;                 /* PyDeferred_READABLE | PyDeferred_WRITABLE */
+    PyDeferred_CompleteFunc complete;
+    PyObject *state;            /* strong while the task holds it */
+    PyDeferred_WorkFunc work;   /* offloaded: run work(arg) on a worker */
+    void *arg;
+} IOWait;
 
 /* A micro-thread, or an OS thread's root, as something that blocks. */
 struct Task {
@@ -115,6 +131,8 @@ struct Task {
     _PyInterpreterFrame *pinned_frame;
     PyTime_t *deadlines;        /* timeout scopes: running minima */
     int ndeadlines, cap_deadlines;
+    IOWait io;                  /* the I/O wait, while blocked in one */
+    IOJob *io_job;              /* its offloaded call, while in flight */
 };
 
 struct MicroThreadObject {
@@ -142,6 +160,21 @@ typedef struct {
     int kind;
 } TimerEntry;
 
+/* The tasks waiting for one file descriptor. */
+typedef struct {
+    WaitQueue readers, writers;
+    int armed;                  /* events armed in the notifier */
+} FdWaits;
+
+/* An offloaded call (PyDeferred_Offload()) in flight. */
+struct IOJob {
+    mt_job job;                 /* first: the worker pool's part */
+    Task *task;                 /* NULL once the task gave up waiting */
+    PyDeferred_CompleteFunc complete;
+    PyObject *state;            /* strong */
+    IOJob *prev, *next;         /* the scheduler's jobs in flight */
+};
+
 struct SchedulerObject {
     PyObject_HEAD
     unsigned long long thread_id;
@@ -158,6 +191,18 @@ struct SchedulerObject {
     PyObject *deadlock_error;   /* strong */
     PyObject *microthread_type; /* strong */
     PyObject *trampolines[4];   /* strong */
+    /* I/O */
+    mt_notifier notifier;
+    FdWaits **fdwaits;          /* indexed by fd, allocated when first used */
+    int fdwaits_cap;
+    Py_ssize_t io_waits;        /* tasks waiting for an fd or a worker */
+    Py_ssize_t steps_to_io_check;
+    mt_job_sink *sink;          /* offloaded calls come back here */
+    IOJob *jobs;                /* in flight */
+    /* pinning: blocking calls of micro-threads that could not suspend */
+    unsigned long long pin_count;
+    PyObject *pin_hook;         /* strong, or NULL */
+    MicroThreadObject *main;    /* strong: run()'s micro-thread, if running */
 };
 
 #define MicroThread_CAST(op) ((MicroThreadObject *)(op))
@@ -241,7 +286,23 @@ task_traverse(Task *t, visitproc visit, void *arg)
     Py_VISIT(t->what_obj);
     Py_VISIT(t->qitem);
     Py_VISIT(t->arm_obj);
+    Py_VISIT(t->io.state);
     return 0;
+}
+
+/* The task's I/O wait is over (or never started). */
+static void
+task_end_io(Task *t)
+{
+    if (t->io_job != NULL) {
+        t->io_job->task = NULL;     /* the job's result will be dropped */
+        t->io_job = NULL;
+        t->sched->io_waits--;
+    }
+    t->io.complete = NULL;
+    t->io.work = NULL;
+    t->io.fd = -1;
+    Py_CLEAR(t->io.state);
 }
 
 static void
@@ -254,6 +315,7 @@ task_clear(Task *t)
     Py_CLEAR(t->what_obj);
     Py_CLEAR(t->arm_obj);
     t->arm = NULL;
+    task_end_io(t);
     t->blocked = t->woken = 0;
     t->timer_gen++;
 }
@@ -390,6 +452,9 @@ task_cancel_wait(Task *t)
     }
     task_unqueue(t);
     t->timer_gen++;
+    if (t->io_job != NULL) {
+        task_end_io(t);
+    }
 }
 
 /* Wake up a blocked task with a value or an exception (stolen). */
@@ -407,6 +472,7 @@ task_wake(Task *t, PyObject *value, PyObject *exc)
     t->exc = exc;
     t->what = NULL;
     Py_CLEAR(t->what_obj);
+    task_end_io(t);
     if (mt != NULL) {
         if (!t->pinned && ready_push(t->sched, mt) < 0) {
             /* Out of memory: the outcome stays and the scheduler's next
@@ -423,6 +489,21 @@ fire_timer(TimerEntry *e)
     Task *t = e->task;
     if (e->kind == TIMER_SLEEP) {
         task_wake(t, Py_NewRef(Py_None), NULL);
+        return 0;
+    }
+    if (e->kind == TIMER_IO) {
+        /* The operation's own deadline (a socket timeout, sleep_d()): its
+           completion function makes the outcome. */
+        PyDeferred_CompleteFunc complete = t->io.complete;
+        PyObject *state = Py_XNewRef(t->io.state);
+        task_cancel_wait(t);
+        PyObject *res = complete(state, PyDeferred_TIMED_OUT);
+        Py_XDECREF(state);
+        if (res == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_SystemError,
+                            "an I/O completion function would block after its deadline");
+        }
+        task_wake(t, res, res == NULL ? PyErr_GetRaisedException() : NULL);
         return 0;
     }
     PyObject *exc = PyObject_CallFunction(PyExc_TimeoutError, "s",
@@ -481,6 +562,310 @@ task_arm_timers(Task *t)
 
 
 /* ====================================================================== */
+/* I/O: waits for file descriptors and offloaded calls */
+
+/* An fd queue lost a waiter (kill, timeout scope). */
+static void
+fdq_on_cancel(PyObject *owner, Task *Py_UNUSED(t))
+{
+    ((SchedulerObject *)owner)->io_waits--;
+}
+
+static FdWaits *
+fdwaits_get(SchedulerObject *s, int fd)
+{
+    if (fd >= s->fdwaits_cap) {
+        int cap = s->fdwaits_cap ? s->fdwaits_cap : 64;
+        while (cap <= fd) {
+            cap *= 2;
+        }
+        FdWaits **tab = PyMem_Resize(s->fdwaits, FdWaits *, cap);
+        if (tab == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memset(tab + s->fdwaits_cap, 0, sizeof(FdWaits *) * (cap - s->fdwaits_cap));
+        s->fdwaits = tab;
+        s->fdwaits_cap = cap;
+    }
+    FdWaits *w = s->fdwaits[fd];
+    if (w == NULL) {
+        w = PyMem_Calloc(1, sizeof(FdWaits));
+        if (w == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        queue_init(&w->readers, (PyObject *)s, fdq_on_cancel);
+        queue_init(&w->writers, (PyObject *)s, fdq_on_cancel);
+        s->fdwaits[fd] = w;
+    }
+    return w;
+}
+
+static inline int
+fdwaits_wanted(FdWaits *w)
+{
+    return (w->readers.head ? MT_READ : 0) | (w->writers.head ? MT_WRITE : 0);
+}
+
+/* Wake every task of queue q with the exception (a new reference each). */
+static void
+fdq_fail_all(SchedulerObject *s, WaitQueue *q, PyObject *exc)
+{
+    while (q->head != NULL) {
+        s->io_waits--;
+        task_wake(q->head, NULL, Py_NewRef(exc));
+    }
+}
+
+static void
+fdwaits_fail_all(SchedulerObject *s, FdWaits *w, PyObject *exc)
+{
+    fdq_fail_all(s, &w->readers, exc);
+    fdq_fail_all(s, &w->writers, exc);
+}
+
+/* fd is ready for the tasks of q: complete their operations in order until
+   one would block again.  The task's wait ends with the outcome. */
+static void
+fdq_serve(SchedulerObject *s, WaitQueue *q)
+{
+    while (q->head != NULL) {
+        Task *t = q->head;
+        PyObject *state = Py_XNewRef(t->io.state);
+        PyObject *res = t->io.complete(state, PyDeferred_READY);
+        Py_XDECREF(state);
+        if (q->head != t) {
+            /* The completion function ended t's wait itself (it closed
+               the fd, say): its outcome is already decided. */
+            Py_XDECREF(res);
+            PyErr_Clear();
+            continue;
+        }
+        if (res == NULL && !PyErr_Occurred()) {
+            break;      /* would block after all: t keeps waiting */
+        }
+        s->io_waits--;
+        task_wake(t, res, res == NULL ? PyErr_GetRaisedException() : NULL);
+    }
+}
+
+/* Arm fd again for what its remaining waiters want. */
+static void
+fdwaits_rearm(SchedulerObject *s, int fd, FdWaits *w)
+{
+    int wanted = fdwaits_wanted(w);
+    if (wanted == 0 || (wanted & ~w->armed) == 0) {
+        return;
+    }
+    int rc = _mt_notifier_arm(&s->notifier, fd, wanted);
+    if (rc == 0) {
+        w->armed = wanted;
+        return;
+    }
+    if (rc > 0) {
+        /* Always ready (cannot happen after a first successful arm, but
+           an fd may have been reused for a regular file). */
+        w->armed = 0;
+        fdq_serve(s, &w->readers);
+        fdq_serve(s, &w->writers);
+        return;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    w->armed = 0;
+    fdwaits_fail_all(s, w, exc);
+    Py_DECREF(exc);
+}
+
+/* The notifier's callback. */
+static void
+fd_ready(void *ctx, int fd, int events)
+{
+    SchedulerObject *s = (SchedulerObject *)ctx;
+    if (fd < 0 || fd >= s->fdwaits_cap || s->fdwaits[fd] == NULL) {
+        return;
+    }
+    FdWaits *w = s->fdwaits[fd];
+    w->armed = 0;       /* one-shot */
+    if (events & MT_READ) {
+        fdq_serve(s, &w->readers);
+    }
+    if (events & MT_WRITE) {
+        fdq_serve(s, &w->writers);
+    }
+    fdwaits_rearm(s, fd, w);
+}
+
+static void collect_jobs(SchedulerObject *s);
+
+/* Wait in the notifier for up to timeout ns (-1: no limit, 0: poll) and
+   complete what became ready.  -1 with an exception from a signal
+   handler (or a failing kernel call). */
+static int
+poll_io(SchedulerObject *s, PyTime_t timeout)
+{
+    int rc = _mt_notifier_wait(&s->notifier, timeout, fd_ready, s);
+    if (s->jobs != NULL) {
+        collect_jobs(s);
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* The arm function of I/O waits (see block()). */
+static int
+arm_io(PyObject *Py_UNUSED(obj), Task *t)
+{
+    SchedulerObject *s = t->sched;
+    if (t->io.work != NULL) {
+        IOJob *job = PyMem_RawCalloc(1, sizeof(IOJob));
+        if (job == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (s->sink == NULL && (s->sink = _mt_workers_new_sink(&s->notifier)) == NULL) {
+            PyMem_RawFree(job);
+            return -1;
+        }
+        job->job.work = t->io.work;
+        job->job.arg = t->io.arg;
+        job->job.sink = s->sink;
+        job->task = t;
+        job->complete = t->io.complete;
+        job->state = Py_XNewRef(t->io.state);
+        if (_mt_workers_submit(&job->job) < 0) {
+            Py_XDECREF(job->state);
+            PyMem_RawFree(job);
+            return -1;
+        }
+        job->next = s->jobs;
+        if (s->jobs != NULL) {
+            s->jobs->prev = job;
+        }
+        s->jobs = job;
+        t->io_job = job;
+        s->io_waits++;
+        return 0;
+    }
+    int fd = t->io.fd;
+    if (fd < 0) {
+        return 0;       /* only its deadline wakes it */
+    }
+    FdWaits *w = fdwaits_get(s, fd);
+    if (w == NULL) {
+        return -1;
+    }
+    int events = t->io.events & (MT_READ | MT_WRITE);
+    WaitQueue *q = (events & MT_WRITE) && !(events & MT_READ) ? &w->writers : &w->readers;
+    int wanted = fdwaits_wanted(w) | events;
+    if ((wanted & ~w->armed) != 0) {
+        int rc = _mt_notifier_arm(&s->notifier, fd, wanted);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc > 0) {
+            /* The kernel cannot wait for it (a regular file): it is
+               always ready, so the operation completes now. */
+            PyObject *res = t->io.complete(t->io.state, PyDeferred_READY);
+            if (res == NULL && !PyErr_Occurred()) {
+                PyErr_Format(PyExc_BlockingIOError,
+                             "file descriptor %d would block but cannot be "
+                             "waited for", fd);
+            }
+            task_wake(t, res, res == NULL ? PyErr_GetRaisedException() : NULL);
+            return 0;
+        }
+        w->armed = wanted;
+    }
+    queue_push(q, t);
+    s->io_waits++;
+    return 0;
+}
+
+/* Take the finished offloaded calls and complete their tasks. */
+static void
+collect_jobs(SchedulerObject *s)
+{
+    if (s->sink == NULL) {
+        return;
+    }
+    mt_job *done = _mt_workers_collect(s->sink);
+    while (done != NULL) {
+        IOJob *job = (IOJob *)done;
+        done = done->next;
+        if (job->prev != NULL) {
+            job->prev->next = job->next;
+        }
+        else {
+            s->jobs = job->next;
+        }
+        if (job->next != NULL) {
+            job->next->prev = job->prev;
+        }
+        Task *t = job->task;
+        if (t != NULL) {
+            t->io_job = NULL;
+            s->io_waits--;
+            PyObject *res = job->complete(job->state, PyDeferred_READY);
+            if (res == NULL && !PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError,
+                                "an offloaded call's completion would block");
+            }
+            task_wake(t, res, res == NULL ? PyErr_GetRaisedException() : NULL);
+        }
+        Py_XDECREF(job->state);
+        PyMem_RawFree(job);
+    }
+}
+
+/* In a child process after fork(): a new notifier, and the waits of the
+   forking thread's micro-threads armed in it; offloaded calls in flight
+   ran in the parent's workers and fail. */
+static void
+scheduler_after_fork(SchedulerObject *s)
+{
+    int had_kernel = _mt_notifier_active(&s->notifier);
+    /* The epoll instance is shared with the parent: close the child's
+       reference without touching the parent's registrations. */
+    _mt_notifier_close(&s->notifier);
+    _mt_notifier_init(&s->notifier);
+    /* Calls that finished before the fork complete normally. */
+    collect_jobs(s);
+    if (s->sink != NULL) {
+        s->sink->in_flight = 0;
+        s->sink->notifier = &s->notifier;
+    }
+    PyObject *exc = NULL;
+    while (s->jobs != NULL) {
+        IOJob *job = s->jobs;
+        s->jobs = job->next;
+        Task *t = job->task;
+        if (t != NULL) {
+            if (exc == NULL) {
+                exc = PyObject_CallFunction(
+                    PyExc_RuntimeError, "s",
+                    "the worker thread running this call did not survive fork()");
+            }
+            task_cancel_wait(t);
+            task_wake(t, NULL, exc != NULL ? Py_NewRef(exc) : PyErr_GetRaisedException());
+        }
+        Py_XDECREF(job->state);
+        PyMem_RawFree(job);
+    }
+    Py_XDECREF(exc);
+    if (!had_kernel) {
+        return;
+    }
+    for (int fd = 0; fd < s->fdwaits_cap; fd++) {
+        FdWaits *w = s->fdwaits[fd];
+        if (w != NULL) {
+            w->armed = 0;
+            fdwaits_rearm(s, fd, w);
+        }
+    }
+}
+
+
+/* ====================================================================== */
 /* Running micro-threads */
 
 static Task *
@@ -512,6 +897,8 @@ all_remove(SchedulerObject *s, MicroThreadObject *mt)
     mt->in_all = 0;
 }
 
+static PyObject *microthread_throw_exc(MicroThreadObject *mt, PyObject *exc, int is_kill);
+
 /* Record how a micro-thread ended and wake those joining it. */
 static void
 finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
@@ -533,6 +920,21 @@ finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
         }
     }
     task_clear(&mt->task);
+    /* Ctrl-C interrupted another micro-thread than run()'s: the interrupt
+       is for the program, so run()'s micro-thread gets it too. */
+    MicroThreadObject *main = s->main;
+    if (exception != NULL && main != NULL && main != mt && !main->finished
+        && PyErr_GivenExceptionMatches(exception, PyExc_KeyboardInterrupt))
+    {
+        mt->retrieved = 1;
+        Py_INCREF(main);
+        PyObject *r = microthread_throw_exc(main, Py_NewRef(exception), 0);
+        Py_DECREF(main);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)mt);
+        }
+        Py_XDECREF(r);
+    }
     Py_DECREF(mt);
 }
 
@@ -613,6 +1015,29 @@ sleep_until(PyTime_t when)
     return PyErr_CheckSignals();
 }
 
+/* A signal handler raised (KeyboardInterrupt on Ctrl-C, say) while the
+   scheduler loop of task w ran.  The exception goes to the main
+   micro-thread (run()'s), so that its finally blocks run and run() raises
+   it; without one, to w.  Returns 0 if the loop goes on, -1 if w takes
+   the exception (still set). */
+static int
+signal_raised(SchedulerObject *s, Task *w)
+{
+    MicroThreadObject *main = s->main;
+    if (main == NULL || main->finished || &main->task == w) {
+        return -1;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    Py_INCREF(main);
+    PyObject *r = microthread_throw_exc(main, exc, 0);
+    Py_DECREF(main);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 /* Run the scheduler until task w (the root, or a pinned micro-thread) is
    woken; return its value, or NULL with its exception. */
 static PyObject *
@@ -620,11 +1045,18 @@ run_until_woken(SchedulerObject *s, Task *w)
 {
     while (!w->woken) {
         if (s->ready_len > 0) {
-            /* Timers are due at least once a round of the ready queue, so
-               that micro-threads busy with sleep(0) do not starve them. */
+            /* Timers are due, and I/O is polled, at least once a round of
+               the ready queue, so that micro-threads busy with sleep(0) do
+               not starve them. */
             if (s->ntimers > 0 && --s->steps_to_timer_check <= 0) {
                 s->steps_to_timer_check = s->ready_len;
                 if (fire_due_timers(s) < 0) {
+                    goto fail;
+                }
+            }
+            if (s->io_waits > 0 && --s->steps_to_io_check <= 0) {
+                s->steps_to_io_check = s->ready_len;
+                if (poll_io(s, 0) < 0 && signal_raised(s, w) < 0) {
                     goto fail;
                 }
             }
@@ -640,13 +1072,26 @@ run_until_woken(SchedulerObject *s, Task *w)
         if (fired > 0) {
             continue;
         }
-        if (s->ntimers > 0) {
-            if (sleep_until(s->timers[0].when) < 0) {
+        if (s->io_waits > 0 || s->jobs != NULL) {
+            PyTime_t timeout = -1;
+            if (s->ntimers > 0) {
+                PyTime_t now;
+                (void)PyTime_MonotonicRaw(&now);
+                timeout = s->timers[0].when > now ? s->timers[0].when - now : 0;
+            }
+            if (poll_io(s, timeout) < 0 && signal_raised(s, w) < 0) {
                 goto fail;
             }
             continue;
         }
-        /* Nothing is ready, no timer is pending: nothing can wake w. */
+        if (s->ntimers > 0) {
+            if (sleep_until(s->timers[0].when) < 0 && signal_raised(s, w) < 0) {
+                goto fail;
+            }
+            continue;
+        }
+        /* Nothing is ready, no timer is pending, no I/O: nothing can wake
+           w. */
         PyObject *msg = deadlock_message(s, w);
         if (msg != NULL) {
             PyErr_SetObject(s->deadlock_error, msg);
@@ -719,15 +1164,42 @@ checkpoint(Task *t)
     return 0;
 }
 
+/* A micro-thread blocks where it cannot suspend: count it, and call the
+   pinning hook (on the pinned stack, so that it can print it). */
+static int
+report_pinning(SchedulerObject *s, Task *t, const char *what)
+{
+    s->pin_count++;
+    if (s->pin_hook == NULL) {
+        return 0;
+    }
+    PyObject *hook = Py_NewRef(s->pin_hook);
+    PyObject *r = PyObject_CallFunction(hook, "Os", (PyObject *)t->mt, what);
+    Py_DECREF(hook);
+    if (r == NULL) {
+        /* A kill() or an interrupt raised by the hook is the call's
+           outcome; anything else is reported and ignored. */
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_FormatUnraisable("Exception ignored in the micro-thread pinning hook %R",
+                                   hook);
+            return 0;
+        }
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 /* Block the current task (see the comment at the top of this file).
    args is the calling function's argument array, or NULL for a tp_iternext
    function, whose self is iter; arm(obj, task) puts the
    task where it will be woken from; deadline/kind: a deadline of this
-   block only (sleep, join(timeout)), or NO_DEADLINE. */
+   block only (sleep, join(timeout)), or NO_DEADLINE; io: the I/O wait
+   for arm_io(), or NULL. */
 static PyObject *
 block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
       PyObject *obj, const char *what, PyObject *what_obj, PyTime_t deadline,
-      int kind)
+      int kind, const IOWait *io)
 {
     Task *t = current_task(s);
     if (t->mt != NULL && t->mt->core.closing) {
@@ -744,8 +1216,13 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
        CDeferred) leaves its wait behind: drop it. */
     t->arm = NULL;
     Py_CLEAR(t->arm_obj);
+    task_end_io(t);
     if (checkpoint(t) < 0) {
         return NULL;
+    }
+    if (io != NULL) {
+        t->io = *io;
+        Py_XINCREF(t->io.state);
     }
     t->what = what;
     Py_XSETREF(t->what_obj, Py_XNewRef(what_obj));
@@ -758,11 +1235,18 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
         t->arm_obj = Py_XNewRef(obj);
         return PyDeferred_Defer(arm_from_task, NULL);
     }
+    if (t->mt != NULL && report_pinning(s, t, what) < 0) {
+        t->what = NULL;
+        Py_CLEAR(t->what_obj);
+        task_end_io(t);
+        return NULL;
+    }
     t->blocked = 1;
     if (arm(obj, t) < 0) {
         t->blocked = 0;
         t->what = NULL;
         Py_CLEAR(t->what_obj);
+        task_end_io(t);
         return NULL;
     }
     if (t->blocked && task_arm_timers(t) < 0) {
@@ -827,6 +1311,7 @@ get_scheduler(module_state *st)
     s->steps_to_timer_check = 0;
     memset(&s->root, 0, sizeof(s->root));
     s->root.sched = s;
+    s->root.io.fd = -1;
     s->root.block_deadline = NO_DEADLINE;
     s->all_head = s->all_tail = NULL;
     s->counter = 0;
@@ -835,6 +1320,16 @@ get_scheduler(module_state *st)
     for (int i = 0; i < 4; i++) {
         s->trampolines[i] = Py_NewRef(st->trampolines[i]);
     }
+    _mt_notifier_init(&s->notifier);
+    s->fdwaits = NULL;
+    s->fdwaits_cap = 0;
+    s->io_waits = 0;
+    s->steps_to_io_check = 0;
+    s->sink = NULL;
+    s->jobs = NULL;
+    s->pin_count = 0;
+    s->pin_hook = NULL;
+    s->main = NULL;
     PyObject_GC_Track(s);
     ts->mt_scheduler = (PyObject *)s;
     return s;
@@ -869,6 +1364,22 @@ scheduler_traverse(PyObject *op, visitproc visit, void *arg)
     for (int i = 0; i < 4; i++) {
         Py_VISIT(s->trampolines[i]);
     }
+    for (int fd = 0; fd < s->fdwaits_cap; fd++) {
+        if (s->fdwaits[fd] != NULL) {
+            int err = queue_traverse(&s->fdwaits[fd]->readers, visit, arg);
+            if (err == 0) {
+                err = queue_traverse(&s->fdwaits[fd]->writers, visit, arg);
+            }
+            if (err) {
+                return err;
+            }
+        }
+    }
+    for (IOJob *job = s->jobs; job != NULL; job = job->next) {
+        Py_VISIT(job->state);
+    }
+    Py_VISIT(s->pin_hook);
+    Py_VISIT(s->main);
     return task_traverse(&s->root, visit, arg);
 }
 
@@ -888,6 +1399,19 @@ scheduler_clear(PyObject *op)
     for (int i = 0; i < 4; i++) {
         Py_CLEAR(s->trampolines[i]);
     }
+    for (int fd = 0; fd < s->fdwaits_cap; fd++) {
+        FdWaits *w = s->fdwaits[fd];
+        if (w != NULL) {
+            while (w->readers.head != NULL) {
+                task_cancel_wait(w->readers.head);
+            }
+            while (w->writers.head != NULL) {
+                task_cancel_wait(w->writers.head);
+            }
+        }
+    }
+    Py_CLEAR(s->pin_hook);
+    Py_CLEAR(s->main);
     task_clear(&s->root);
     return 0;
 }
@@ -906,6 +1430,23 @@ scheduler_dealloc(PyObject *op)
     PyMem_Free(s->ready);
     PyMem_Free(s->timers);
     PyMem_Free(s->root.deadlines);
+    collect_jobs(s);
+    /* Offloaded calls still running keep their state (leaked): their
+       worker may still use its memory. */
+    for (IOJob *job = s->jobs, *next; job != NULL; job = next) {
+        next = job->next;
+        if (job->task != NULL) {
+            job->task->io_job = NULL;
+        }
+    }
+    if (s->sink != NULL) {
+        _mt_workers_release_sink(s->sink);
+    }
+    for (int fd = 0; fd < s->fdwaits_cap; fd++) {
+        PyMem_Free(s->fdwaits[fd]);
+    }
+    PyMem_Free(s->fdwaits);
+    _mt_notifier_close(&s->notifier);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -1125,7 +1666,7 @@ microthread_join(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_RuntimeError, "a micro-thread cannot join itself");
         return NULL;
     }
-    return block(s, args, NULL, arm_join, op, "join", op, deadline, TIMER_TIMEOUT);
+    return block(s, args, NULL, arm_join, op, "join", op, deadline, TIMER_TIMEOUT, NULL);
 }
 
 static int
@@ -1682,7 +2223,7 @@ pipe_get_impl(PipeObject *p, PyObject *const *args, int for_iteration)
         return NULL;
     }
     PyObject *res = block(s, args, args == NULL ? (PyObject *)p : NULL, arm_pipe_get,
-                          (PyObject *)p, "MicroPipe.get", NULL, NO_DEADLINE, TIMER_TIMEOUT);
+                          (PyObject *)p, "MicroPipe.get", NULL, NO_DEADLINE, TIMER_TIMEOUT, NULL);
     if (res == NULL && for_iteration
         && PyErr_ExceptionMatches(state_from_type(Py_TYPE(p))->pipe_closed_error))
     {
@@ -1766,7 +2307,7 @@ pipe_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     Task *t = current_task(s);
     Py_XSETREF(t->qitem, Py_NewRef(item));
     PyObject *res = block(s, args, NULL, arm_pipe_put, op, "MicroPipe.put", NULL,
-                          NO_DEADLINE, TIMER_TIMEOUT);
+                          NO_DEADLINE, TIMER_TIMEOUT, NULL);
     if (res == NULL && t->arm == NULL && t->queue == NULL) {
         Py_CLEAR(t->qitem);   /* failed before blocking (not deferred) */
     }
@@ -1987,7 +2528,7 @@ waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     Task *t = current_task(s);
     PyObject *res = block(s, args, NULL, arm_waiter, op, "_Waiter.wait", blocked_on,
-                          NO_DEADLINE, TIMER_TIMEOUT);
+                          NO_DEADLINE, TIMER_TIMEOUT, NULL);
     if (res == NULL && t->arm == NULL && !w->has_outcome) {
         /* It gave up before it blocked (a pending kill, an expired
            timeout): nobody may hand it anything any more. */
@@ -2253,6 +2794,95 @@ fail:
 
 
 /* ====================================================================== */
+/* The C API of the notifier (Include/cpython/microthread.h) */
+
+/* This OS thread's scheduler, made on first use. */
+static SchedulerObject *
+this_scheduler(void)
+{
+    PyObject *sched = ((_PyThreadStateImpl *)_PyThreadState_GET())->mt_scheduler;
+    if (sched != NULL) {
+        return (SchedulerObject *)sched;
+    }
+    PyObject *module = PyImport_ImportModule("_micro_thread");
+    if (module == NULL) {
+        return NULL;
+    }
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    Py_DECREF(module);
+    return s;
+}
+
+static PyObject *
+wait_io(PyObject *const *args, const IOWait *io, PyTime_t deadline, const char *what)
+{
+    SchedulerObject *s = this_scheduler();
+    if (s == NULL) {
+        return NULL;
+    }
+    return block(s, args, NULL, arm_io, NULL, what, NULL,
+                 deadline, TIMER_IO, io);
+}
+
+PyObject *
+PyDeferred_WaitFd(PyObject *const *args, int fd, int events, PyTime_t deadline,
+                  PyDeferred_CompleteFunc complete, PyObject *state)
+{
+    if (complete == NULL || (fd >= 0 && (events & (MT_READ | MT_WRITE)) == 0)) {
+        PyErr_SetString(PyExc_SystemError, "PyDeferred_WaitFd: bad arguments");
+        return NULL;
+    }
+    IOWait io = {fd < 0 ? -1 : fd, events, complete, state, NULL, NULL};
+    const char *what = fd < 0 ? "sleep_d" : (events & MT_READ) ? "I/O (readable)"
+                                                               : "I/O (writable)";
+    return wait_io(args, &io, deadline, what);
+}
+
+PyObject *
+PyDeferred_Offload(PyObject *const *args, PyDeferred_WorkFunc work, void *arg,
+                   PyDeferred_CompleteFunc complete, PyObject *state)
+{
+    if (complete == NULL || work == NULL) {
+        PyErr_SetString(PyExc_SystemError, "PyDeferred_Offload: bad arguments");
+        return NULL;
+    }
+    IOWait io = {-1, 0, complete, state, work, arg};
+    return wait_io(args, &io, NO_DEADLINE, "I/O (worker thread)");
+}
+
+void
+PyDeferred_ForgetFd(int fd)
+{
+    PyObject *sched = ((_PyThreadStateImpl *)_PyThreadState_GET())->mt_scheduler;
+    if (sched == NULL) {
+        return;
+    }
+    SchedulerObject *s = (SchedulerObject *)sched;
+    if (fd < 0 || fd >= s->fdwaits_cap || s->fdwaits[fd] == NULL) {
+        return;
+    }
+    FdWaits *w = s->fdwaits[fd];
+    if (w->armed) {
+        _mt_notifier_forget(&s->notifier, fd);
+        w->armed = 0;
+    }
+    if (w->readers.head == NULL && w->writers.head == NULL) {
+        return;
+    }
+    PyObject *saved = PyErr_GetRaisedException();
+    PyObject *exc = PyObject_CallFunction(
+        PyExc_OSError, "is", EBADF,
+        "file descriptor closed while a micro-thread waited on it");
+    if (exc == NULL) {
+        exc = PyErr_GetRaisedException();
+    }
+    fdwaits_fail_all(s, w, exc);
+    Py_DECREF(exc);
+    PyErr_SetRaisedException(saved);
+}
+
+
+/* ====================================================================== */
 /* Module functions */
 
 static PyObject *
@@ -2312,7 +2942,11 @@ mt_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         res = microthread_outcome(MicroThread_CAST(mt));
     }
     else {
-        res = block(s, args, NULL, arm_join, mt, "run", mt, NO_DEADLINE, TIMER_TIMEOUT);
+        /* It is the main micro-thread: Ctrl-C goes to it. */
+        MicroThreadObject *outer = s->main;
+        s->main = (MicroThreadObject *)Py_NewRef(mt);
+        res = block(s, args, NULL, arm_join, mt, "run", mt, NO_DEADLINE, TIMER_TIMEOUT, NULL);
+        Py_XSETREF(s->main, outer);
     }
     Py_DECREF(mt);
     return res;
@@ -2371,7 +3005,7 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Task *t = current_task(s);
         if (t->mt != NULL && PyDeferred_CanDefer(args)) {
             return block(s, args, NULL, arm_yield, NULL, "sleep", NULL,
-                         NO_DEADLINE, TIMER_TIMEOUT);
+                         NO_DEADLINE, TIMER_TIMEOUT, NULL);
         }
         /* The root, or a pinned micro-thread: let everything ready now run
            once. */
@@ -2391,7 +3025,7 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyTime_t now;
     (void)PyTime_MonotonicRaw(&now);
     return block(s, args, NULL, arm_nothing, NULL, "sleep", NULL,
-                 _PyTime_Add(now, delay), TIMER_SLEEP);
+                 _PyTime_Add(now, delay), TIMER_SLEEP, NULL);
 }
 
 static PyObject *
@@ -2515,6 +3149,43 @@ mt_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *
+mt_pin_count(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(s->pin_count);
+}
+
+static PyObject *
+mt_set_pin_hook(PyObject *module, PyObject *hook)
+{
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_Format(PyExc_TypeError,
+                     "set_pin_hook() argument must be callable or None, not %T", hook);
+        return NULL;
+    }
+    SchedulerObject *s = get_scheduler(get_module_state(module));
+    if (s == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(s->pin_hook, hook == Py_None ? NULL : Py_NewRef(hook));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mt_after_fork_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    _mt_workers_after_fork();
+    PyObject *sched = ((_PyThreadStateImpl *)_PyThreadState_GET())->mt_scheduler;
+    if (sched != NULL) {
+        scheduler_after_fork((SchedulerObject *)sched);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"start", _PyCFunction_CAST(mt_start), METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("start(fn, /, *args, **kwargs)\n--\n\n"
@@ -2540,6 +3211,18 @@ static PyMethodDef module_methods[] = {
      PyDoc_STR("_pop_deadline(token, /)\n--\n\nLeave the innermost timeout scope.")},
     {"_current_task", mt_current_task, METH_NOARGS,
      PyDoc_STR("_current_task()\n--\n\nThe running micro-thread, or a token for the root.")},
+    {"pin_count", mt_pin_count, METH_NOARGS,
+     PyDoc_STR("pin_count()\n--\n\n"
+               "How many times a micro-thread of this OS thread blocked where it\n"
+               "could not suspend (a C frame between the blocking call and the\n"
+               "micro-thread's start), so that the scheduler ran nested.")},
+    {"set_pin_hook", mt_set_pin_hook, METH_O,
+     PyDoc_STR("set_pin_hook(hook, /)\n--\n\n"
+               "Call hook(microthread, what) whenever a micro-thread of this OS\n"
+               "thread pins, on the pinned stack; None removes the hook.")},
+    {"_after_fork_child", mt_after_fork_child, METH_NOARGS,
+     PyDoc_STR("_after_fork_child()\n--\n\n"
+               "Give the scheduler a notifier of its own in a forked child.")},
     {"_shutdown", mt_shutdown, METH_NOARGS,
      PyDoc_STR("_shutdown()\n--\n\nKill this OS thread's micro-threads (at exit).")},
     {NULL, NULL},
@@ -2588,6 +3271,42 @@ make_trampolines(module_state *st)
     return 0;
 }
 
+/* os.register_at_fork(after_in_child=_after_fork_child) */
+static int
+register_at_fork(PyObject *module)
+{
+    PyObject *hook = PyObject_GetAttrString(module, "_after_fork_child");
+    if (hook == NULL) {
+        return -1;
+    }
+    PyObject *reg = _PyImport_GetModuleAttrString("posix", "register_at_fork");
+    if (reg == NULL) {
+        Py_DECREF(hook);
+        if (PyErr_ExceptionMatches(PyExc_ImportError)
+            || PyErr_ExceptionMatches(PyExc_AttributeError))
+        {
+            PyErr_Clear();      /* no fork() here */
+            return 0;
+        }
+        return -1;
+    }
+    PyObject *kwargs = Py_BuildValue("{sO}", "after_in_child", hook);
+    PyObject *args = PyTuple_New(0);
+    PyObject *r = NULL;
+    if (kwargs != NULL && args != NULL) {
+        r = PyObject_Call(reg, args, kwargs);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_DECREF(reg);
+    Py_DECREF(hook);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -2629,7 +3348,7 @@ module_exec(PyObject *module)
     {
         return -1;
     }
-    return 0;
+    return register_at_fork(module);
 }
 
 static int

@@ -148,6 +148,15 @@ extern int _PyMicroThread_FrameIsSuspended(_PyInterpreterFrame *frame);
 extern PyStatus _PyMicroThread_InitTypes(PyInterpreterState *interp);
 extern void _PyMicroThread_FiniTypes(PyInterpreterState *interp);
 
+/* Deferring fd I/O and sleep (Python/microthread_io.c), for os.read_d(),
+   os.write_d(), time.sleep_d() and the io objects' *_d methods.  args is
+   the caller's METH_FASTCALL argument array (see PyDeferred_CanDefer()).
+   ReadFd returns bytes (b"" at end of file), WriteFd the number of bytes
+   written. */
+extern PyObject *_PyDeferred_ReadFd(PyObject *const *args, int fd, Py_ssize_t length);
+extern PyObject *_PyDeferred_WriteFd(PyObject *const *args, int fd, Py_buffer *data);
+extern PyObject *_PyDeferred_Sleep(PyObject *const *args, PyTime_t delay);
+
 #ifdef __cplusplus
 }
 #endif
