@@ -2,14 +2,13 @@
 
 The ``mt`` fixture is the public API module of one implementation:
 ``micro_thread.shim`` always, ``micro_thread.native`` when the interpreter
-has the ``_micro_thread`` kernel.  The repository's ``Lib/`` is put on
-``sys.path`` only when ``micro_thread`` is not importable already (a patched
-interpreter ships it).
+has the ``_micro_thread`` kernel.  ``micro_thread`` is imported from the
+repository's ``Lib/``, even on a patched interpreter that ships a copy: that
+copy is synced by ``make`` and may be older than the working tree.
 """
 
 import faulthandler
 import importlib
-import importlib.util
 import os
 import signal
 import sys
@@ -18,9 +17,10 @@ import threading
 import pytest
 from hypothesis import HealthCheck, settings
 
-if importlib.util.find_spec("micro_thread") is None:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "Lib"))
+REPO_LIB = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "Lib")
+if REPO_LIB not in sys.path:
+    sys.path.insert(0, REPO_LIB)
 
 
 def _available_implementations():
@@ -90,3 +90,90 @@ def _kill_leftover_micro_threads():
                 thread.join(timeout=5)
             except BaseException:
                 pass
+
+
+class Resources:
+    """Pipes, sockets and files a test opens; closed after it.
+
+    A pipe fd is closed only if it still is the pipe created here (a test
+    may close it and the number may then be reused by someone else).
+    """
+
+    def __init__(self):
+        self._fds = []        # (fd, (st_dev, st_ino))
+        self._objects = []    # sockets and file objects
+
+    def pipe(self):
+        """Return a new ``os.pipe()`` (read fd, write fd)."""
+        fds = os.pipe()
+        for fd in fds:
+            self.fd(fd)
+        return fds
+
+    def fd(self, fd):
+        """Close *fd* after the test (if it is still the same file)."""
+        st = os.fstat(fd)
+        self._fds.append((fd, (st.st_dev, st.st_ino)))
+        return fd
+
+    def add(self, obj):
+        """Close the socket or file *obj* after the test; return it."""
+        self._objects.append(obj)
+        return obj
+
+    def close_all(self):
+        for obj in reversed(self._objects):
+            try:
+                obj.close()
+            except Exception:
+                pass
+        for fd, key in self._fds:
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == key:
+                    os.close(fd)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def res():
+    """A :class:`Resources`: what the test opens through it gets closed."""
+    resources = Resources()
+    yield resources
+    resources.close_all()
+
+
+#: A test of deferring I/O that blocks its OS thread (instead of suspending a
+#: micro_thread) fails after this many seconds instead of hanging.
+OS_BLOCK_TIMEOUT = 10
+
+
+class OSThreadBlocked(AssertionError):
+    """The OS thread stayed blocked: a deferring call did not defer."""
+
+
+@pytest.fixture
+def os_block_guard():
+    """Fail with OSThreadBlocked if the test runs OS_BLOCK_TIMEOUT seconds.
+
+    SIGALRM interrupts a blocking system call (a deferring call that blocked
+    the OS thread while the micro_thread that would unblock it cannot run),
+    so such a bug fails quickly rather than at HANG_TIMEOUT.
+    """
+    if (not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise OSThreadBlocked(f"the test ran {OS_BLOCK_TIMEOUT} s: a "
+                              "deferring call blocked the OS thread?")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, OS_BLOCK_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
