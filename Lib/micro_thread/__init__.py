@@ -18,6 +18,16 @@ until its call can complete.  ::
         pipe.put("hello")
         pipe.close()
 
+Deferring I/O -- ``sleep_d``, ``read_d``, ``write_d``, ``close``, the
+``socket`` class (``recv_d``, ``sendall_d``, ``accept_d``, ``connect_d``, ...)
+with ``socketpair()``, and ``open()`` (file objects with ``read_d``,
+``readline_d``, ``write_d``) -- returns or raises what the blocking call
+would, but suspends only the calling micro_thread; in the root it blocks
+while driving the scheduler.  Socket timeouts, ``timeout()`` scopes and
+``kill()`` end such a wait; an fd closed meanwhile fails it with EBADF.
+Where a C frame keeps a micro_thread from suspending, natively the call
+still completes but *pins* it (``pin_count()``, ``set_pin_hook()``).
+
 Two implementations provide the same API: ``native`` (the ``_micro_thread``
 module of a patched interpreter) and ``shim`` (pure Python, any CPython
 3.10+).  This package re-exports the native one when the interpreter has it,

@@ -27,13 +27,23 @@ import time
 
 from ._unraisable import report_unraisable
 
-__all__ = ["KERNEL_NAMES", "ExceptionGroup", "bind", "export"]
+__all__ = ["IO_NAMES", "KERNEL_NAMES", "ExceptionGroup", "bind", "export"]
 
 #: Public names every kernel provides, re-exported unchanged.
 KERNEL_NAMES = (
     "CDeferred", "DeadlockError", "MicroPipe", "MicroThread",
     "MicroThreadExit", "PipeClosedError", "current", "enumerate", "run",
     "sleep", "start",
+)
+
+#: The deferring I/O API, passed to :func:`export` by each implementation:
+#: natively the interpreter's own ``time.sleep_d``, ``os.read_d``,
+#: ``os.write_d``, ``os.close``, ``socket.socket``, ``socket.socketpair``,
+#: ``io.open`` and ``_micro_thread.pin_count``/``set_pin_hook``; in the shim
+#: their equivalents from :mod:`micro_thread._shim_io`.
+IO_NAMES = (
+    "close", "open", "pin_count", "read_d", "set_pin_hook", "sleep_d",
+    "socket", "socketpair", "write_d",
 )
 
 try:
@@ -582,8 +592,16 @@ def bind(kernel):
     return api
 
 
-def export(kernel):
-    """Return the complete public API: the kernel's names plus bind()'s."""
+def export(kernel, io_api):
+    """Return the complete public API: the kernel's names, bind()'s, I/O.
+
+    *io_api* maps names of :data:`IO_NAMES` to their objects; a native
+    interpreter that lacks some of them yet leaves those out.
+    """
+    unknown = set(io_api) - set(IO_NAMES)
+    if unknown:
+        raise ValueError(f"not deferring I/O names: {sorted(unknown)}")
     api = {name: getattr(kernel, name) for name in KERNEL_NAMES}
     api.update(bind(kernel))
+    api.update(io_api)
     return api

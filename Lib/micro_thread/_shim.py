@@ -52,11 +52,42 @@ Differences from the native implementation
 * A switch is an OS-level thread hand-off (tens of microseconds), and each
   started micro_thread costs an OS thread: fine for tests and moderate
   concurrency, not for hundreds of thousands of micro-threads.
-* Nothing defers at C level: :class:`CDeferred` exists but is never raised,
-  and blocking calls of other modules (``time.sleep``, sockets) block the
-  whole scheduler.
+* Nothing defers at C level: :class:`CDeferred` exists but is never raised.
+  The deferring I/O calls are :mod:`micro_thread._shim_io`'s own functions
+  and classes -- ``sleep_d``, ``read_d``, ``write_d``, ``close``, the
+  ``socket`` subclass and ``socketpair()``, ``open()`` -- and the interpreter's
+  plain blocking calls (``time.sleep``, ``os.read``, the methods of a plain
+  ``socket.socket`` or ``io`` object) block the whole scheduler.
+* Nothing ever pins (every micro_thread has its own OS thread, so it can
+  wait anywhere): ``pin_count()`` is always 0 and the pin hook is never
+  called.
+* ``os.close`` is not patched.  Closing through :func:`close`, a shim
+  socket's ``close()`` or a shim file's ``close()`` wakes this OS thread's
+  waiters on the fd with ``OSError(EBADF)`` at once; after a plain
+  ``os.close`` the notifier (``poll``) sees the fd as invalid and the waiter
+  gets EBADF from its retried call -- unless the fd number was reused by a
+  new file before the notifier polled, in which case it waits on that file.
+  A close from another OS thread does not wake the waiters at once either.
+* Sockets: a ``*_d`` call never blocks the OS thread, but ``accept_d`` and
+  ``connect_d`` of a socket without a timeout set ``O_NONBLOCK`` on its fd
+  for the duration of one system call (visible to other processes sharing
+  the fd); ``connect_d`` of an AF_UNIX socket just connects (a full backlog
+  blocks).  Two micro-threads in ``sendall_d`` on one socket may interleave
+  their data.
+* Files from ``open()``: on pipes and terminals ``write_d`` writes at most
+  ``select.PIPE_BUF`` bytes per system call; regular files are read and
+  written directly (blocking the OS thread for the time of the disk access,
+  natively a worker pool does it).  While a micro_thread is suspended in a
+  ``*_d`` call of a buffered or text file, the file's OS-level lock is held:
+  other micro-threads of that OS thread may use only its ``*_d`` methods and
+  ``close()`` meanwhile (a plain ``read()``/``write()`` would block the OS
+  thread for good).
 * ``MicroThread.stack()`` hides the shim's own frames.
-* ``KeyboardInterrupt`` reaches the root at the next switch; if the root's
+* A signal handler runs in the root's OS thread when the root waits (for
+  the baton or in the notifier).  Inside :func:`run` its exception
+  (KeyboardInterrupt for Ctrl-C) is raised in the main micro_thread; a
+  micro_thread running Python code without switching is asked to switch
+  first.  Outside run() it is raised in the root, and if the root's
   operation had already completed then, its result is lost.
 * Micro-threads still blocked when their OS thread ends keep a parked helper
   thread until the interpreter exits (at exit, only the main thread's
@@ -228,6 +259,10 @@ class _Scheduler:
         self.current = self.root
         self.unretrieved = weakref.WeakSet()
         self.interrupt = False
+        self.notifier = None       # set by _shim_io when a task waits on I/O
+        self.io_countdown = 0      # next_task() calls until the next I/O poll
+        self.main = None           # the main micro_thread of run()
+        self.main_undelivered = None
 
     # -- timers ------------------------------------------------------------
 
@@ -286,6 +321,14 @@ class _Scheduler:
         if self.timers:
             self._fire_due_timers()
         ready = self.ready
+        notifier = self.notifier
+        if notifier and ready:
+            # Poll the I/O waits without blocking once per round of the ready
+            # queue, so that busy micro-threads do not starve them.
+            self.io_countdown -= 1
+            if self.io_countdown <= 0:
+                self.io_countdown = len(ready) + 1
+                notifier.poll(0)
         while ready:
             task = ready.popleft()
             if task._state is not FINISHED:   # killed before it started
@@ -337,22 +380,55 @@ class _Scheduler:
             task = self.next_task()
             if task is root:
                 return
-            if task is None:
-                self._idle()
+            try:
+                if task is None:
+                    self._idle()
+                    continue
+                self._activate(task).release()
+                root._acquire_baton()
+            except DeadlockError:
+                raise
+            except BaseException as exc:
+                # A signal handler raised while the root waited (the root
+                # holds the baton again).  Inside run(), the exception goes
+                # to the main micro_thread and the root drives on.
+                if not self._forward_interruption(exc):
+                    raise
+                root.resumed = False
+                if root._state is READY:   # its own wait completed meanwhile
+                    return
                 continue
-            self._activate(task).release()
-            root._acquire_baton()
             if root.resumed:
                 root.resumed = False
                 return
 
+    def _forward_interruption(self, exc):
+        """Raise *exc* in the main micro_thread of run(); False if none.
+
+        *exc* was raised in the root by a signal handler (KeyboardInterrupt
+        for Ctrl-C) while the root drove the scheduler.
+        """
+        main = self.main
+        if (main is None or main._state is FINISHED
+                or main._pending is not None):
+            return False
+        main._deliver(exc)
+        return True
+
     def _idle(self):
-        """Nothing is ready: sleep until the next timer, or report deadlock."""
+        """Nothing is ready: wait for I/O or the next timer, or deadlock."""
         self._drop_dead_timers()
+        notifier = self.notifier
+        waiting_io = bool(notifier)
         if not self.timers:
-            raise DeadlockError(self._deadlock_message())
+            if not waiting_io:
+                raise DeadlockError(self._deadlock_message())
+            notifier.poll(None)
+            return
         delay = self.timers[0].when - time.monotonic()
-        if delay > 0:
+        if waiting_io:
+            notifier.poll(max(delay, 0.0))
+        elif delay > 0:
             time.sleep(delay)
 
     def _deadlock_message(self):
@@ -625,6 +701,8 @@ class MicroThread(_Task):
 
     def _finish(self, result, exc):
         sched = self._sched
+        if self is sched.main and self._pending is not None:
+            sched.main_undelivered = self._pending
         self._state = FINISHED
         self._result = result
         self._exc = exc
@@ -910,11 +988,28 @@ def run(fn, /, *args, **kwargs):
 
     Returns its result or raises its exception.  Other micro-threads still
     unfinished then keep existing.  Not allowed inside a micro_thread.
+
+    An exception raised by a signal handler meanwhile (KeyboardInterrupt on
+    Ctrl-C) is raised in the main micro_thread at its blocking call, so that
+    its ``finally`` blocks run, and then propagates out of run().
     """
     if current() is not None:
         raise RuntimeError("micro_thread.run() cannot be called from inside "
                            "a micro_thread")
-    return start(fn, *args, **kwargs).join()
+    sched = _scheduler()
+    main = start(fn, *args, **kwargs)
+    sched.main = main
+    try:
+        result = main.join()
+    finally:
+        if sched.main is main:
+            sched.main = None
+        undelivered, sched.main_undelivered = sched.main_undelivered, None
+    if undelivered is not None:
+        # An interruption forwarded to main arrived after its last blocking
+        # call: main finished without seeing it, so run() raises it.
+        raise undelivered
+    return result
 
 
 def current():
