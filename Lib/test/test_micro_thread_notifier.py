@@ -1,0 +1,526 @@
+"""Tests for the notifier of micro-thread schedulers and the deferring
+calls built on it directly: time.sleep_d(), os.read_d(), os.write_d(), the
+worker pool, fd closing, signals, fork and the pinning report.
+
+Sockets and io objects have their own modules (test_micro_thread_socket,
+test_micro_thread_io).
+"""
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import unittest
+from test import support
+from test.support import import_helper, script_helper
+
+_micro_thread = import_helper.import_module('_micro_thread')
+micro_thread = import_helper.import_module('micro_thread.native')
+
+
+class NotifierTestCase(unittest.TestCase):
+    """Base class: leaves no micro-thread and no fd behind."""
+
+    def setUp(self):
+        self.assertEqual(micro_thread.enumerate(), [])
+
+    def tearDown(self):
+        leftovers = micro_thread.enumerate()
+        for t in leftovers:
+            t.kill()
+        for _ in range(100):
+            if not micro_thread.enumerate():
+                break
+            micro_thread.sleep(0)
+        self.assertEqual(leftovers, [], "the test left micro-threads behind")
+
+    def pipe(self):
+        r, w = os.pipe()
+        self.addCleanup(self.close_quietly, r)
+        self.addCleanup(self.close_quietly, w)
+        return r, w
+
+    @staticmethod
+    def close_quietly(fd):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def start_blocked(self, fn, *args):
+        """Start fn and run it until it blocks; check that it deferred."""
+        t = micro_thread.start(fn, *args)
+        micro_thread.sleep(0)
+        self.assertEqual(t.state, 'blocked')
+        return t
+
+
+class SleepTests(NotifierTestCase):
+
+    def test_sleep_d_defers(self):
+        order = []
+
+        def sleeper(name, delay):
+            time.sleep_d(delay)
+            order.append(name)
+
+        def main():
+            a = micro_thread.start(sleeper, 'slow', 0.05)
+            b = micro_thread.start(sleeper, 'fast', 0.01)
+            a.join()
+            b.join()
+        micro_thread.run(main)
+        self.assertEqual(order, ['fast', 'slow'])
+
+    def test_many_sleepers_sleep_concurrently(self):
+        def main():
+            ts = [micro_thread.start(time.sleep_d, 0.1) for _ in range(1000)]
+            for t in ts:
+                t.join()
+        t0 = time.monotonic()
+        micro_thread.run(main)
+        # Serially they would take 100 s.
+        self.assertLess(time.monotonic() - t0, 10)
+
+    def test_sleep_d_outside_micro_threads(self):
+        t0 = time.monotonic()
+        self.assertIsNone(time.sleep_d(0.02))
+        self.assertGreaterEqual(time.monotonic() - t0, 0.019)
+
+    def test_sleep_d_zero_yields(self):
+        seen = []
+
+        def other():
+            seen.append('other')
+
+        def main():
+            micro_thread.start(other)
+            time.sleep_d(0)
+            return list(seen)
+        self.assertEqual(micro_thread.run(main), ['other'])
+
+    def test_sleep_d_bad_input(self):
+        with self.assertRaises(ValueError):
+            time.sleep_d(-1)
+        with self.assertRaises(TypeError):
+            time.sleep_d('1')
+        with self.assertRaises(TypeError):
+            time.sleep_d()
+
+    def test_timeout_scope_ends_sleep_d(self):
+        def main():
+            with micro_thread.timeout(0.01):
+                time.sleep_d(10)
+        with self.assertRaises(TimeoutError):
+            micro_thread.run(main)
+
+
+class FdTests(NotifierTestCase):
+
+    def test_read_write_pipe(self):
+        r, w = self.pipe()
+        got = []
+
+        def reader():
+            while data := os.read_d(r, 3):
+                got.append(data)
+
+        def main():
+            t = self.start_blocked(reader)
+            for chunk in (b'abc', b'de', b'f'):
+                self.assertEqual(os.write_d(w, chunk), len(chunk))
+                time.sleep_d(0.005)
+            os.close(w)
+            t.join()
+        micro_thread.run(main)
+        self.assertEqual(b''.join(got), b'abcdef')
+
+    def test_read_d_outside_micro_threads_blocks_like_read(self):
+        r, w = self.pipe()
+        os.write(w, b'xy')
+        self.assertEqual(os.read_d(r, 10), b'xy')
+        os.close(w)
+        self.assertEqual(os.read_d(r, 10), b'')
+
+    def test_root_read_runs_micro_threads(self):
+        r, w = self.pipe()
+
+        def writer():
+            time.sleep_d(0.01)
+            os.write_d(w, b'from a micro-thread')
+        t = micro_thread.start(writer)
+        self.assertEqual(os.read_d(r, 100), b'from a micro-thread')
+        t.join()
+
+    def test_write_d_full_pipe_waits_for_reader(self):
+        r, w = self.pipe()
+        data = b'x' * (1 << 20)
+        received = bytearray()
+
+        def writer():
+            view = memoryview(data)
+            while view:
+                n = os.write_d(w, view)
+                view = view[n:]
+            os.close(w)
+
+        def reader():
+            while chunk := os.read_d(r, 65536):
+                received.extend(chunk)
+
+        def main():
+            a = micro_thread.start(writer)
+            b = micro_thread.start(reader)
+            a.join()
+            b.join()
+        micro_thread.run(main)
+        self.assertEqual(len(received), len(data))
+
+    def test_write_d_blocking_fd_never_blocks_the_os_thread(self):
+        # Blocking-mode pipe (os.pipe's default): the writer must not block
+        # the OS thread when the pipe is nearly full.
+        r, w = self.pipe()
+        self.assertTrue(os.get_blocking(w))
+        ticks = []
+
+        def ticker():
+            for _ in range(5):
+                ticks.append(1)
+                time.sleep_d(0.001)
+
+        def writer():
+            total = 0
+            while total < (1 << 20):
+                total += os.write_d(w, b'y' * 100000)
+            return total
+
+        def main():
+            t = micro_thread.start(ticker)
+            wr = micro_thread.start(writer)
+            time.sleep_d(0.05)
+            self.assertEqual(wr.state, 'blocked')
+            self.assertEqual(len(ticks), 5)
+            while os.read_d(r, 1 << 20):
+                if wr.done():
+                    break
+            t.join()
+            return wr.join()
+        self.assertGreaterEqual(micro_thread.run(main), 1 << 20)
+
+    def test_bad_fd(self):
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        for call in (lambda: os.read_d(r, 1), lambda: os.write_d(w, b'x')):
+            with self.assertRaises(OSError) as cm:
+                micro_thread.run(call)
+            self.assertEqual(cm.exception.errno, 9)
+
+    def test_bad_arguments(self):
+        with self.assertRaises(TypeError):
+            os.read_d('x', 1)
+        with self.assertRaises(OSError):
+            os.read_d(0, -1)
+        with self.assertRaises(TypeError):
+            os.write_d(1, 'str')
+        with self.assertRaises(TypeError):
+            os.read_d(0)
+
+    def test_two_readers_each_datum_once(self):
+        r, w = self.pipe()
+        got = []
+
+        def reader(name):
+            data = os.read_d(r, 1)
+            got.append((name, data))
+
+        def main():
+            a = self.start_blocked(reader, 'a')
+            b = self.start_blocked(reader, 'b')
+            os.write_d(w, b'1')
+            time.sleep_d(0.01)
+            os.write_d(w, b'2')
+            a.join()
+            b.join()
+        micro_thread.run(main)
+        self.assertEqual(sorted(d for _, d in got), [b'1', b'2'])
+        self.assertEqual({n for n, _ in got}, {'a', 'b'})
+
+    def test_close_while_waiting_raises_ebadf(self):
+        r, w = self.pipe()
+
+        def main():
+            t = self.start_blocked(os.read_d, r, 10)
+            os.close(r)
+            with self.assertRaises(OSError) as cm:
+                t.join()
+            self.assertEqual(cm.exception.errno, 9)
+        micro_thread.run(main)
+
+    def test_kill_while_waiting_leaves_no_registration(self):
+        r, w = self.pipe()
+
+        def main():
+            t = self.start_blocked(os.read_d, r, 10)
+            t.kill()
+            with self.assertRaises(micro_thread.MicroThreadExit):
+                t.join()
+            # The fd can be waited on again, and the data is not lost.
+            u = self.start_blocked(os.read_d, r, 10)
+            os.write_d(w, b'kept')
+            return u.join()
+        self.assertEqual(micro_thread.run(main), b'kept')
+
+    def test_timeout_scope_while_waiting(self):
+        r, w = self.pipe()
+
+        def main():
+            with self.assertRaises(TimeoutError):
+                with micro_thread.timeout(0.01):
+                    os.read_d(r, 10)
+            os.write(w, b'after')
+            return os.read_d(r, 10)
+        self.assertEqual(micro_thread.run(main), b'after')
+
+    def test_hang_up_wakes_reader_with_eof(self):
+        r, w = self.pipe()
+
+        def main():
+            t = self.start_blocked(os.read_d, r, 10)
+            os.close(w)
+            return t.join()
+        self.assertEqual(micro_thread.run(main), b'')
+
+    def test_write_to_closed_reader_raises_broken_pipe(self):
+        r, w = self.pipe()
+        os.close(r)
+        with self.assertRaises(BrokenPipeError):
+            micro_thread.run(os.write_d, w, b'x')
+
+    def test_many_fds_at_once(self):
+        pipes = [self.pipe() for _ in range(200)]
+
+        def echo(r, w):
+            return os.read_d(r, 10)
+
+        def main():
+            ts = [micro_thread.start(echo, r, w) for r, w in pipes]
+            time.sleep_d(0)
+            for i, (r, w) in enumerate(reversed(pipes)):
+                os.write_d(w, b'%d' % i)
+            return [t.join() for t in ts]
+        got = micro_thread.run(main)
+        self.assertEqual(sorted(got), sorted(b'%d' % i for i in range(200)))
+
+
+class WorkerPoolTests(NotifierTestCase):
+
+    def test_regular_file_read_and_write_go_to_workers(self):
+        with tempfile.TemporaryFile() as f:
+            fd = f.fileno()
+            data = os.urandom(300000)
+            ticks = []
+
+            def ticker():
+                while True:
+                    ticks.append(1)
+                    time.sleep_d(0)
+
+            def main():
+                t = micro_thread.start(ticker)
+                written = 0
+                while written < len(data):
+                    written += os.write_d(fd, data[written:])
+                os.lseek(fd, 0, os.SEEK_SET)
+                chunks = []
+                while chunk := os.read_d(fd, 65536):
+                    chunks.append(chunk)
+                t.kill()
+                with self.assertRaises(micro_thread.MicroThreadExit):
+                    t.join()
+                return b''.join(chunks)
+            self.assertEqual(micro_thread.run(main), data)
+            # The ticker ran while the micro-thread waited for the worker.
+            self.assertGreater(len(ticks), 1)
+
+    def test_regular_file_outside_micro_threads(self):
+        with tempfile.TemporaryFile() as f:
+            self.assertEqual(os.write_d(f.fileno(), b'abc'), 3)
+            os.lseek(f.fileno(), 0, os.SEEK_SET)
+            self.assertEqual(os.read_d(f.fileno(), 10), b'abc')
+
+    def test_kill_while_worker_runs_drops_result(self):
+        with tempfile.TemporaryFile() as f:
+            f.write(b'z' * 1000)
+            f.flush()
+            os.lseek(f.fileno(), 0, os.SEEK_SET)
+
+            def main():
+                t = micro_thread.start(os.read_d, f.fileno(), 10)
+                micro_thread.sleep(0)
+                t.kill()
+                with self.assertRaises(micro_thread.MicroThreadExit):
+                    t.join()
+                time.sleep_d(0.05)   # the worker's result arrives and is dropped
+            micro_thread.run(main)
+
+
+class SignalTests(NotifierTestCase):
+
+    @unittest.skipUnless(hasattr(signal, 'pthread_kill'), 'needs pthread_kill')
+    def test_ctrl_c_while_idle_reaches_main_micro_thread(self):
+        r, w = self.pipe()
+        cleaned = []
+
+        def bystander():
+            try:
+                os.read_d(r, 1)
+            finally:
+                cleaned.append('bystander')
+
+        def main():
+            micro_thread.start(bystander)
+            try:
+                time.sleep_d(30)
+            finally:
+                cleaned.append('main')
+
+        main_thread = threading.get_ident()
+        timer = threading.Timer(
+            0.1, signal.pthread_kill, (main_thread, signal.SIGINT))
+        timer.start()
+        try:
+            t0 = time.monotonic()
+            with self.assertRaises(KeyboardInterrupt):
+                micro_thread.run(main)
+            self.assertLess(time.monotonic() - t0, 10)
+        finally:
+            timer.join()
+        self.assertEqual(cleaned, ['main'])
+        # The interrupt was for main alone: the bystander is still blocked.
+        [bystander_thread] = micro_thread.enumerate()
+        self.assertEqual(bystander_thread.state, 'blocked')
+        bystander_thread.kill()
+        with self.assertRaises(micro_thread.MicroThreadExit):
+            bystander_thread.join()
+        self.assertEqual(cleaned, ['main', 'bystander'])
+
+    def test_interrupt_in_other_micro_thread_reaches_main(self):
+        cleaned = []
+
+        def interrupted():
+            time.sleep_d(0.01)
+            signal.raise_signal(signal.SIGINT)
+            time.sleep_d(10)
+
+        def main():
+            micro_thread.start(interrupted)
+            try:
+                time.sleep_d(30)
+            finally:
+                cleaned.append('main')
+        with self.assertRaises(KeyboardInterrupt):
+            micro_thread.run(main)
+        self.assertEqual(cleaned, ['main'])
+
+    @unittest.skipUnless(hasattr(signal, 'pthread_kill'), 'needs pthread_kill')
+    def test_signal_handler_that_returns_does_not_end_wait(self):
+        r, w = self.pipe()
+        hits = []
+        old = signal.signal(signal.SIGUSR1, lambda *a: hits.append(1))
+        self.addCleanup(signal.signal, signal.SIGUSR1, old)
+        main_thread = threading.get_ident()
+
+        def feeder():
+            time.sleep(0.05)
+            signal.pthread_kill(main_thread, signal.SIGUSR1)
+            time.sleep(0.05)
+            os.write(w, b'done')
+        th = threading.Thread(target=feeder)
+        th.start()
+        try:
+            self.assertEqual(micro_thread.run(os.read_d, r, 10), b'done')
+        finally:
+            th.join()
+        self.assertEqual(hits, [1])
+
+
+class PinningReportTests(NotifierTestCase):
+
+    def test_pin_count_and_hook(self):
+        seen = []
+
+        def hook(mt, what):
+            seen.append((mt, what, [f.name for f in traceback.extract_stack()]))
+        _micro_thread.set_pin_hook(hook)
+        self.addCleanup(_micro_thread.set_pin_hook, None)
+
+        def key(x):
+            time.sleep_d(0.001)
+            return -x
+
+        def main():
+            before = _micro_thread.pin_count()
+            result = sorted([1, 2, 3], key=key)
+            return result, _micro_thread.pin_count() - before
+        t = None
+        result, pins = micro_thread.run(main)
+        self.assertEqual(result, [3, 2, 1])
+        self.assertEqual(pins, 3)
+        self.assertEqual(len(seen), 3)
+        mt, what, stack = seen[0]
+        self.assertIsInstance(mt, micro_thread.MicroThread)
+        self.assertEqual(what, 'sleep_d')
+        self.assertIn('key', stack)
+
+    def test_deferring_calls_do_not_count(self):
+        def main():
+            before = _micro_thread.pin_count()
+            time.sleep_d(0.001)
+            return _micro_thread.pin_count() - before
+        self.assertEqual(micro_thread.run(main), 0)
+
+    def test_hook_errors_are_reported_not_raised(self):
+        def hook(mt, what):
+            raise ValueError('bad hook')
+        _micro_thread.set_pin_hook(hook)
+        self.addCleanup(_micro_thread.set_pin_hook, None)
+        with support.catch_unraisable_exception() as cm:
+            result = micro_thread.run(
+                sorted, [2, 1], key=lambda x: time.sleep_d(0) or x)
+            self.assertIsInstance(cm.unraisable.exc_value, ValueError)
+        self.assertEqual(result, [1, 2])
+
+    def test_set_pin_hook_bad_input(self):
+        with self.assertRaises(TypeError):
+            _micro_thread.set_pin_hook(42)
+
+
+@unittest.skipUnless(hasattr(os, 'fork'), 'needs os.fork')
+class ForkTests(NotifierTestCase):
+
+    def test_child_gets_its_own_notifier(self):
+        code = (
+            "import os, time, micro_thread.native as m\n"
+            "r, w = os.pipe()\n"
+            "t = m.start(os.read_d, r, 10)\n"
+            "m.sleep(0)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.write(w, b'child')\n"
+            "    print('child got', t.join(), flush=True)\n"
+            "    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "os.write(w, b'parent')\n"
+            "print('parent got', t.join(), flush=True)\n")
+        res = script_helper.assert_python_ok('-c', code)
+        lines = sorted(res.out.decode().split('\n'))
+        self.assertEqual([l for l in lines if l],
+                         ["child got b'child'", "parent got b'parent'"])
+
+
+if __name__ == '__main__':
+    unittest.main()
