@@ -265,13 +265,12 @@ def _byte_view(data):
 
 
 def _is_stream(fd):
-    """True unless *fd* is a regular file, directory or block device."""
+    """True unless *fd* is a regular file or a block device."""
     try:
         mode = os.fstat(fd).st_mode
     except (OSError, TypeError, ValueError, OverflowError):
         return True
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)
-                or stat.S_ISBLK(mode))
+    return not (stat.S_ISREG(mode) or stat.S_ISBLK(mode))
 
 
 # -- time and file descriptors --------------------------------------------
@@ -322,34 +321,27 @@ def read_d(fd, n):
 def write_d(fd, data):
     """Deferring :func:`os.write`: write the bytes-like *data* to *fd*.
 
-    Returns the number of bytes written; like ``os.write`` on a blocking
-    file descriptor that is all of *data*, unless an error (such as
-    BrokenPipeError) stops it after some were written.  Waits whenever
-    *fd* is not writable: only the calling micro_thread is suspended; in the
-    root the scheduler runs meanwhile.  On pipes and sockets the data goes
-    in chunks of at most ``select.PIPE_BUF`` bytes, so a large write may
-    interleave with other writers.
+    Returns the number of bytes written, like ``os.write``; raises what it
+    raises (BrokenPipeError once the reader is gone, OSError with EBADF if
+    *fd* is closed meanwhile).  Waits until *fd* is writable: only the
+    calling micro_thread is suspended; in the root the scheduler runs
+    meanwhile.  On a pipe, socket or terminal in blocking mode one call
+    writes at most ``select.PIPE_BUF`` bytes (what poll() promises not to
+    block), so loop to write everything; regular files take all of it.
     """
     view = _byte_view(data)
     if view is None or not view.nbytes:
         return os.write(fd, data)
     with view:
-        total = view.nbytes
-        chunk = _PIPE_BUF if _is_stream(fd) else total
-        written = 0
-        while written < total:
+        if _is_stream(fd) and os.get_blocking(fd):
+            view = view[:_PIPE_BUF]
+        while True:
             if _ready(fd, True):
                 try:
-                    written += os.write(fd, view[written:written + chunk])
-                    continue
+                    return os.write(fd, view)
                 except BlockingIOError:
-                    pass
-                except OSError:
-                    if written:
-                        return written
-                    raise
+                    pass   # a non-blocking fd another OS thread filled
             _wait_fd(fd, True, None, f"write_d({fd})")
-        return written
 
 
 def close(fd):
@@ -706,9 +698,11 @@ class FileIO(io.FileIO):
         if view is None:
             return super().write(b)
         with view:
+            if os.get_blocking(self.fileno()):
+                view = view[:_PIPE_BUF]
             while True:
                 self._wait(True)
-                count = super().write(view[:_PIPE_BUF])
+                count = super().write(view)
                 if count is not None:
                     return count
 
@@ -723,24 +717,13 @@ class FileIO(io.FileIO):
             return self.readline(size)
 
     def write_d(self, b):
-        """Deferring :meth:`write`: write all of *b*; return its length.
+        """Deferring :meth:`write`: return the number of bytes written.
 
-        An error after some bytes were written returns their count.
+        Like :func:`write_d`, on a pipe, socket or terminal in blocking mode
+        one call writes at most ``select.PIPE_BUF`` bytes.
         """
         with _DCall(self, locked=False):
-            view = _byte_view(b)
-            if view is None or not self._deferring():
-                return self.write(b)
-            written = 0
-            with view:
-                while written < view.nbytes:
-                    try:
-                        written += self.write(view[written:])
-                    except OSError:
-                        if written:
-                            return written
-                        raise
-            return written
+            return self.write(b)
 
     def close(self):
         """Close the file; waiters on its fd get OSError(EBADF) first."""
