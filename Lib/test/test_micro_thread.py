@@ -2188,17 +2188,20 @@ class IsolationTests(MicroThreadTestCase):
                 self.assertEqual(first[1], fresh[1])
 
     def test_recursion_limit_below_suspended_depth(self):
-        # Resuming frames that no longer fit raises RecursionError at the
-        # suspension point, where the micro-thread can handle it.
+        # Frames that no longer fit the lowered limit still resume, with the
+        # item handed to them (nothing is lost); the limit applies from the
+        # micro-thread's next call on.
         pipe = micro_thread.MicroPipe()
 
         def deep(n):
             if n:
                 return deep(n - 1)
+            value = pipe.get()
             try:
-                return pipe.get()
+                _probe_recursion()
             except RecursionError:
-                return 'RecursionError'
+                return value, 'RecursionError'
+            return value, None
 
         root = _probe_recursion()
         t = self.start_blocked(deep, 100)
@@ -2209,7 +2212,7 @@ class IsolationTests(MicroThreadTestCase):
             result = t.join()
         finally:
             sys.setrecursionlimit(old)
-        self.assertEqual(result, 'RecursionError')
+        self.assertEqual(result, ('value', 'RecursionError'))
         self.assertEqual(_probe_recursion(), root)
 
 

@@ -353,19 +353,33 @@ class WorkerPoolTests(NotifierTestCase):
             self.assertEqual(os.read_d(f.fileno(), 10), b'abc')
 
     def test_kill_while_worker_runs_drops_result(self):
+        # Whether the worker is still reading when kill() comes depends on
+        # timing: a blocked micro-thread must end with MicroThreadExit (the
+        # read's result is dropped when it arrives), one already woken keeps
+        # its result.  Large reads make the first case the common one.
+        size = 8 << 20
+        killed_while_blocked = 0
         with tempfile.TemporaryFile() as f:
-            f.write(b'z' * 1000)
+            f.write(b'z' * size)
             f.flush()
-            os.lseek(f.fileno(), 0, os.SEEK_SET)
+            for _ in range(10):
+                os.lseek(f.fileno(), 0, os.SEEK_SET)
 
-            def main():
-                t = micro_thread.start(os.read_d, f.fileno(), 10)
-                micro_thread.sleep(0)
-                t.kill()
-                with self.assertRaises(micro_thread.MicroThreadExit):
-                    t.join()
-                time.sleep_d(0.05)   # the worker's result arrives and is dropped
-            micro_thread.run(main)
+                def main():
+                    t = micro_thread.start(os.read_d, f.fileno(), size)
+                    micro_thread.sleep(0)
+                    state = t.state
+                    t.kill()
+                    if state == 'blocked':
+                        with self.assertRaises(micro_thread.MicroThreadExit):
+                            t.join()
+                        # The worker's result arrives and is dropped.
+                        time.sleep_d(0.1)
+                        return 1
+                    self.assertEqual(len(t.join()), size)
+                    return 0
+                killed_while_blocked += micro_thread.run(main)
+        self.assertGreater(killed_while_blocked, 0)
 
 
 class SignalTests(NotifierTestCase):
