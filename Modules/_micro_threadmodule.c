@@ -139,7 +139,8 @@ struct MicroThreadObject {
     PyObject_HEAD
     _PyMicroThreadCore core;
     Task task;
-    PyObject *name;
+    PyObject *name;             /* made on first use from number */
+    uint64_t number;
     PyObject *result;
     PyObject *exception;
     int finished;
@@ -1494,6 +1495,17 @@ microthread_state_name(MicroThreadObject *mt)
 }
 
 /* What a blocked task waits for, as MicroThread.blocked_on shows it. */
+/* Its name, made from its number on first use: borrowed, NULL on error. */
+static PyObject *
+microthread_name(MicroThreadObject *mt)
+{
+    if (mt->name == NULL) {
+        mt->name = PyUnicode_FromFormat("MicroThread-%llu",
+                                        (unsigned long long)mt->number);
+    }
+    return mt->name;
+}
+
 static PyObject *
 task_blocked_text(Task *t)
 {
@@ -1506,8 +1518,8 @@ task_blocked_text(Task *t)
     if (t->what_obj != NULL && t->mt != NULL
         && PyObject_TypeCheck(t->what_obj, Py_TYPE(t->mt)))
     {
-        return PyUnicode_FromFormat("%s <%U>", t->what,
-                                    MicroThread_CAST(t->what_obj)->name);
+        PyObject *name = microthread_name(MicroThread_CAST(t->what_obj));
+        return name == NULL ? NULL : PyUnicode_FromFormat("%s <%U>", t->what, name);
     }
     if (t->what_obj != NULL && t->mt == NULL && strcmp(t->what, "run") != 0) {
         return PyUnicode_FromFormat("%s %R", t->what, t->what_obj);
@@ -1529,6 +1541,10 @@ static PyObject *
 microthread_repr(PyObject *op)
 {
     MicroThreadObject *mt = MicroThread_CAST(op);
+    PyObject *name = microthread_name(mt);
+    if (name == NULL) {
+        return NULL;
+    }
     PyObject *blocked = microthread_blocked_on_str(mt);
     if (blocked == NULL) {
         return NULL;
@@ -1536,7 +1552,7 @@ microthread_repr(PyObject *op)
     PyObject *res;
     if (blocked != Py_None) {
         res = PyUnicode_FromFormat("<MicroThread name=%R blocked on %U>",
-                                   mt->name, blocked);
+                                   name, blocked);
     }
     else {
         PyObject *state = microthread_state_name(mt);
@@ -1544,7 +1560,7 @@ microthread_repr(PyObject *op)
             Py_DECREF(blocked);
             return NULL;
         }
-        res = PyUnicode_FromFormat("<MicroThread name=%R %U>", mt->name, state);
+        res = PyUnicode_FromFormat("<MicroThread name=%R %U>", name, state);
         Py_DECREF(state);
     }
     Py_DECREF(blocked);
@@ -1771,7 +1787,7 @@ microthread_kill(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 microthread_get_name(PyObject *op, void *Py_UNUSED(closure))
 {
-    return Py_NewRef(MicroThread_CAST(op)->name);
+    return Py_XNewRef(microthread_name(MicroThread_CAST(op)));
 }
 
 static int
@@ -2034,7 +2050,10 @@ microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kw
     mt->task.sched = (SchedulerObject *)Py_NewRef(s);
     mt->task.mt = mt;
     mt->task.block_deadline = NO_DEADLINE;
-    mt->name = PyUnicode_FromFormat("MicroThread-%llu", (unsigned long long)++s->counter);
+    /* The name is made when first asked for: most micro-threads never
+       need it, and it is a third of an idle one's size. */
+    mt->name = NULL;
+    mt->number = ++s->counter;
     mt->result = mt->exception = NULL;
     mt->finished = mt->retrieved = mt->in_ready = 0;
     queue_init(&mt->joiners, (PyObject *)mt, NULL);
@@ -2042,7 +2061,7 @@ microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kw
     mt->in_all = 0;
     mt->weakreflist = NULL;
     PyObject_GC_Track(mt);
-    if (mt->name == NULL || ready_push(s, mt) < 0) {
+    if (ready_push(s, mt) < 0) {
         Py_DECREF(mt);
         return NULL;
     }
