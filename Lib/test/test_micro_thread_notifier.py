@@ -316,6 +316,28 @@ class FdTests(NotifierTestCase):
         self.assertEqual(sorted(got), sorted(b'%d' % i for i in range(200)))
 
 
+class IdleTests(NotifierTestCase):
+
+    def test_idle_scheduler_sleeps_in_the_kernel(self):
+        # Waiting for an fd and a timer must not spin: a busy loop would
+        # use about as much CPU time as wall time.
+        r, w = self.pipe()
+        th = threading.Timer(0.3, os.write, (w, b'x'))
+
+        def main():
+            sleeper = micro_thread.start(time.sleep_d, 0.2)
+            data = os.read_d(r, 1)
+            sleeper.join()
+            return data
+        cpu0 = time.process_time()
+        th.start()
+        try:
+            self.assertEqual(micro_thread.run(main), b'x')
+        finally:
+            th.join()
+        self.assertLess(time.process_time() - cpu0, 0.1)
+
+
 class WorkerPoolTests(NotifierTestCase):
 
     def test_regular_file_read_and_write_go_to_workers(self):
