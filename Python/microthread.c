@@ -44,6 +44,10 @@ is_inlined_call_opcode(int opcode)
 static int
 frame_base_opcode(_PyInterpreterFrame *f)
 {
+    int opcode = f->instr_ptr->op.code;
+    if (opcode < MIN_INSTRUMENTED_OPCODE) {
+        return _PyOpcode_Deopt[opcode];     /* the common case: a table */
+    }
     PyCodeObject *code = _PyFrame_GetCode(f);
     int offset = (int)(f->instr_ptr - _PyCode_CODE(code));
     return _Py_GetBaseOpcode(code, offset);
