@@ -56,6 +56,8 @@ MESSAGE_SIZE = 64
 LOAD_PROCESSES = 2
 BACKLOG = 4096
 CHUNK = 65536
+#: Seconds without an echo after which a load generator gives up.
+STALL_TIMEOUT = 30
 
 #: benchmark name -> server kind
 BENCHMARKS = {
@@ -214,14 +216,18 @@ def load_main(port, count, size):
     message = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
     socks = []
     for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", port))
+        sock = socket.create_connection(("127.0.0.1", port),
+                                        timeout=STALL_TIMEOUT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         socks.append(sock)
     for sock in socks:                  # warm up: one echo on each
         sock.sendall(message)
         got = b""
         while len(got) < size:
-            data = sock.recv(CHUNK)
+            try:
+                data = sock.recv(CHUNK)
+            except TimeoutError:
+                raise SystemExit(f"load: no echo for {STALL_TIMEOUT} s")
             if not data:
                 raise SystemExit("load: the server closed a connection")
             got += data
@@ -246,7 +252,10 @@ def load_main(port, count, size):
             write(fd, message)
         done = 0
         while done < requests:
-            for fd, _events in poll():
+            ready = poll(STALL_TIMEOUT)
+            if not ready:
+                raise SystemExit(f"load: no echo for {STALL_TIMEOUT} s")
+            for fd, _events in ready:
                 data = read(fd, CHUNK)
                 if data != message:
                     if not data:
