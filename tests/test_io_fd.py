@@ -345,3 +345,30 @@ def test_each_os_thread_has_its_own_notifier(mt, res):
     assert mt.read_d(r2, 100) == b"done"
     thread.join(5)
     assert result == {"data": b"cross-thread"}
+
+
+def test_busy_micro_threads_do_not_starve_io(mt, res):
+    require(mt, "read_d")
+    r, w = res.pipe()
+    got = []
+
+    def spinner():
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            mt.sleep(0)     # always ready: the scheduler never idles
+
+    def reader():
+        got.append(mt.read_d(r, 100))
+
+    def main():
+        threads = [mt.start(spinner), mt.start(spinner), mt.start(reader)]
+        timer = threading.Timer(0.02, os.write, (w, b"through"))
+        timer.start()
+        start = time.monotonic()
+        for thread in threads:
+            thread.join()
+        timer.join()
+        return time.monotonic() - start
+
+    assert mt.run(main) < 1
+    assert got == [b"through"]
