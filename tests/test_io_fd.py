@@ -73,7 +73,7 @@ def test_read_d_of_zero_bytes_does_not_wait(mt, res, request):
                      "for data")
     r, w = res.pipe()
     assert os.read(r, 0) == b""    # read(2) of 0 bytes returns at once
-    with mt.timeout(1):
+    with mt.timeout(0.2):
         assert mt.read_d(r, 0) == b""
         assert mt.run(mt.read_d, r, 0) == b""
 
@@ -238,7 +238,7 @@ def test_write_d_of_nothing_does_not_wait(mt, res, request):
     r, w = res.pipe()
     _fill(w)
     assert os.write(w, b"") == 0    # write(2) of 0 bytes returns at once
-    with mt.timeout(1):
+    with mt.timeout(0.2):
         assert mt.write_d(w, b"") == 0
 
 
