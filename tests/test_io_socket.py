@@ -421,3 +421,80 @@ def test_many_connections_at_once(mt, res):
         return [c.join() for c in clients]
 
     assert mt.run(main) == [b"%d,%d," % (i, i) for i in range(count)]
+
+
+def _unanswered_address(res):
+    """An address whose connection attempts get no answer for a while.
+
+    A listener whose backlog is full drops further SYNs (Linux); the
+    client retransmits only after a second.
+    """
+    listener = res.add(socket.create_server((LOCALHOST, 0), backlog=0))
+    for _ in range(4):
+        filler = res.add(socket.socket())
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+    time.sleep(0.02)
+    probe = res.add(socket.socket())
+    probe.setblocking(False)
+    probe.connect_ex(listener.getsockname())
+    time.sleep(0.02)
+    if _connected(probe):
+        pytest.skip("this system answers connections beyond the backlog")
+    return listener.getsockname()
+
+
+def _connected(sock):
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def test_connect_d_timeout(mt, res):
+    require(mt, "socket.connect_d")
+    address = _unanswered_address(res)
+    client = res.add(mt.socket(socket.AF_INET, socket.SOCK_STREAM))
+    client.settimeout(0.05)
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(None)
+            mt.sleep(0.005)
+
+    def main():
+        tick = mt.start(ticker)
+        start = time.monotonic()
+        try:
+            with pytest.raises(TimeoutError, match="^timed out$"):
+                client.connect_d(address)
+        finally:
+            tick.kill()
+        return time.monotonic() - start
+
+    assert 0.05 <= mt.run(main) < 1
+    assert len(ticks) > 2
+
+
+def test_connect_d_ended_by_kill_and_timeout_scope(mt, res):
+    require(mt, "socket.connect_d")
+    address = _unanswered_address(res)
+
+    def connect():
+        with mt.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.connect_d(address)
+
+    def main():
+        victim = mt.start(connect)
+        mt.sleep(0.01)
+        assert victim.state == "blocked"
+        victim.kill()
+        with pytest.raises(mt.MicroThreadExit):
+            victim.join()
+        with pytest.raises(TimeoutError):
+            with mt.timeout(0.02):
+                connect()
+
+    mt.run(main)
