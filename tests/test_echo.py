@@ -59,7 +59,8 @@ REPORT_TIMEOUT = 90
 # -- the server side (in pytest's process) --------------------------------
 
 class ServerStats:
-    """What the handlers saw: how many ran, how many at once, where."""
+    """What the handlers saw: how many ran, how many at once, where; how
+    often a blocking call in this OS thread pinned."""
 
     def __init__(self):
         self.open = 0
@@ -68,6 +69,7 @@ class ServerStats:
         self.finished = 0
         self.failed = []
         self.os_threads = set()
+        self.pinned = None
 
 
 def counting(stats, handler):
@@ -127,8 +129,10 @@ def serve_clients(**params):
             server.join()
         return json.loads(b"".join(chunks))
 
+    pins = micro_thread.pin_count()
     with socket.create_server(("127.0.0.1", 0), backlog=4096) as listener:
         report = micro_thread.run(main, listener)
+    stats.pinned = micro_thread.pin_count() - pins
     return report, stats
 
 
@@ -161,8 +165,10 @@ def check(report, stats, connections, messages, message_bytes):
     assert report["echoed_bytes"] == message_bytes
     assert report["closed_by_server"] == connections
     # The server side: every connection had its handler, all of them open
-    # at once, all finished cleanly, all in this one OS thread.
+    # at once, all finished cleanly, all in this one OS thread, and no
+    # blocking call ran the scheduler nested instead of suspending.
     assert stats.failed == []
+    assert stats.pinned == 0
     assert stats.started == connections
     assert stats.max_open == connections
     assert stats.finished == connections and stats.open == 0
