@@ -434,7 +434,11 @@ def add_cmdline_args(cmd, args):
 def main():
     import pyperf
 
-    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args)
+    # At least 0.4 s of server CPU per value (pyperf's default is 0.1 s): the
+    # first and last requests of a value (all 1,000 connections sending at
+    # once, then draining) are cheaper per request than the steady state,
+    # and at 0.1 s they were ~25% of a value's requests for asyncio.
+    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args, min_time=0.4)
     parser = runner.argparser
     parser.add_argument("--connections", type=int, default=CONNECTIONS,
                         help="concurrent connections (default: "
