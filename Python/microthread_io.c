@@ -231,11 +231,11 @@ _PyDeferred_ReadFd(PyObject *const *args, int fd, Py_ssize_t length)
     if (kind < 0) {
         return NULL;
     }
+    if (length == 0) {
+        return PyBytes_FromStringAndSize(NULL, 0);   /* as read() would */
+    }
     PyObject *state, *res;
     if (kind == FD_DISK) {
-        if (length == 0) {
-            return PyBytes_FromStringAndSize(NULL, 0);
-        }
         state = fd_call_new(fd, 0, length, NULL);
         if (state == NULL) {
             return NULL;
@@ -272,6 +272,9 @@ _PyDeferred_WriteFd(PyObject *const *args, int fd, Py_buffer *data)
     int kind = fd_kind(fd);
     if (kind < 0) {
         return NULL;
+    }
+    if (data->len == 0) {
+        return PyLong_FromLong(0);      /* as write() would, without waiting */
     }
     PyObject *state, *res;
     if (kind == FD_DISK) {

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import known_native_bug, require
+from helpers import require
 
 pytestmark = pytest.mark.usefixtures("os_block_guard")
 
@@ -67,10 +67,8 @@ def test_read_d_reads_at_most_n_bytes(mt, res):
     assert mt.read_d(r, 100) == b"456789"
 
 
-def test_read_d_of_zero_bytes_does_not_wait(mt, res, request):
+def test_read_d_of_zero_bytes_does_not_wait(mt, res):
     require(mt, "read_d")
-    known_native_bug(mt, request, "os.read_d(fd, 0) on an empty pipe waits "
-                     "for data")
     r, w = res.pipe()
     assert os.read(r, 0) == b""    # read(2) of 0 bytes returns at once
     with mt.timeout(0.2):
@@ -231,10 +229,8 @@ def test_write_d_in_the_root_drives_the_scheduler(mt, res):
     assert len(chunks) > 1   # the reader ran while the root wrote
 
 
-def test_write_d_of_nothing_does_not_wait(mt, res, request):
+def test_write_d_of_nothing_does_not_wait(mt, res):
     require(mt, "write_d")
-    known_native_bug(mt, request, "os.write_d(fd, b'') on a full pipe waits "
-                     "for room")
     r, w = res.pipe()
     _fill(w)
     assert os.write(w, b"") == 0    # write(2) of 0 bytes returns at once
