@@ -34,8 +34,8 @@ from test import support
 from test.support import import_helper, script_helper, threading_helper
 from test.support import warnings_helper
 
-_micro_thread = import_helper.import_module('_micro_thread')
-micro_thread = import_helper.import_module('micro_thread.native')
+from test.support import micro_thread_helper
+from test.support.micro_thread_helper import _micro_thread, micro_thread
 
 
 # Run in a child process by a test: this aborted debug builds (an assertion
@@ -135,24 +135,8 @@ class _Trace:
             sys.settrace(self.old)
 
 
-class MicroThreadTestCase(unittest.TestCase):
-    """Base class: leaves no micro-thread behind."""
-
-    def setUp(self):
-        self.assertEqual(micro_thread.enumerate(), [],
-                         "an earlier test left micro-threads behind")
-        self.assertIsNone(micro_thread.current())
-
-    def tearDown(self):
-        leftovers = micro_thread.enumerate()
-        for t in leftovers:
-            t.kill()
-        for _ in range(100):
-            if not micro_thread.enumerate():
-                break
-            micro_thread.sleep(0)
-        support.gc_collect()
-        self.assertEqual(leftovers, [], "the test left micro-threads behind")
+class MicroThreadTestCase(micro_thread_helper.MicroThreadTestCase):
+    """Base class with helpers for feeding and joining micro-threads."""
 
     def join_exception(self, t, exc_type):
         """Join t, which must raise exc_type; return the exception.

@@ -15,27 +15,14 @@ import time
 import traceback
 import unittest
 from test import support
-from test.support import import_helper, script_helper
+from test.support import script_helper
 
-_micro_thread = import_helper.import_module('_micro_thread')
-micro_thread = import_helper.import_module('micro_thread.native')
+from test.support import micro_thread_helper
+from test.support.micro_thread_helper import _micro_thread, micro_thread
 
 
-class NotifierTestCase(unittest.TestCase):
+class NotifierTestCase(micro_thread_helper.MicroThreadTestCase):
     """Base class: leaves no micro-thread and no fd behind."""
-
-    def setUp(self):
-        self.assertEqual(micro_thread.enumerate(), [])
-
-    def tearDown(self):
-        leftovers = micro_thread.enumerate()
-        for t in leftovers:
-            t.kill()
-        for _ in range(100):
-            if not micro_thread.enumerate():
-                break
-            micro_thread.sleep(0)
-        self.assertEqual(leftovers, [], "the test left micro-threads behind")
 
     def pipe(self):
         r, w = os.pipe()

@@ -25,10 +25,10 @@ import time
 import unittest
 import weakref
 from test import support
-from test.support import import_helper, script_helper, socket_helper
+from test.support import script_helper, socket_helper
 
-_micro_thread = import_helper.import_module('_micro_thread')
-micro_thread = import_helper.import_module('micro_thread.native')
+from test.support import micro_thread_helper
+from test.support.micro_thread_helper import _micro_thread, micro_thread
 
 if not hasattr(socket.socket, 'recv_d'):
     raise unittest.SkipTest('socket objects have no deferring methods here')
@@ -37,21 +37,8 @@ HOST = socket_helper.HOST
 HAVE_UNIX = hasattr(socket, 'AF_UNIX')
 
 
-class SocketTestCase(unittest.TestCase):
+class SocketTestCase(micro_thread_helper.MicroThreadTestCase):
     """Base class: leaves no micro-thread and no socket behind."""
-
-    def setUp(self):
-        self.assertEqual(micro_thread.enumerate(), [])
-
-    def tearDown(self):
-        leftovers = micro_thread.enumerate()
-        for t in leftovers:
-            t.kill()
-        for _ in range(100):
-            if not micro_thread.enumerate():
-                break
-            micro_thread.sleep(0)
-        self.assertEqual(leftovers, [], "the test left micro-threads behind")
 
     def add(self, sock):
         self.addCleanup(sock.close)
