@@ -89,6 +89,12 @@ class SleepTests(NotifierTestCase):
             return list(seen)
         self.assertEqual(micro_thread.run(main), ['other'])
 
+    def test_signatures(self):
+        import inspect
+        self.assertEqual(str(inspect.signature(time.sleep_d)), '(seconds, /)')
+        self.assertEqual(str(inspect.signature(os.read_d)), '(fd, length, /)')
+        self.assertEqual(str(inspect.signature(os.write_d)), '(fd, data, /)')
+
     def test_sleep_d_bad_input(self):
         with self.assertRaises(ValueError):
             time.sleep_d(-1)
