@@ -42,6 +42,15 @@ SOCKET_D_METHODS = ("recv_d", "recv_into_d", "recvfrom_d", "send_d",
 FILE_CLASSES = ("FileIO", "BufferedReader", "BufferedWriter",
                 "BufferedRandom", "TextIOWrapper")
 FILE_D_METHODS = ("read_d", "readline_d", "write_d")
+#: The deferring methods of each io class: those of what it can do (a
+#: BufferedReader has no write_d, a BufferedWriter no read_d).
+FILE_D_METHODS_OF = {
+    "FileIO": FILE_D_METHODS,
+    "BufferedReader": ("read_d", "readline_d"),
+    "BufferedWriter": ("write_d",),
+    "BufferedRandom": FILE_D_METHODS,
+    "TextIOWrapper": FILE_D_METHODS,
+}
 
 
 def is_native(mt):
@@ -77,7 +86,7 @@ def native_io_missing():
     """The deferring I/O features the interpreter lacks, as dotted names."""
     features = [*NATIVE_IO_FUNCTIONS,
                 *(f"socket.{m}" for m in SOCKET_D_METHODS),
-                *(f"{c}.{m}" for c in FILE_CLASSES for m in FILE_D_METHODS)]
+                *(f"{c}.{m}" for c in FILE_CLASSES for m in FILE_D_METHODS_OF[c])]
     return [_native_name(f) for f in features if not _native_has(f)]
 
 
