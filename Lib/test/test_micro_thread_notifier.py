@@ -372,12 +372,17 @@ class WorkerPoolTests(NotifierTestCase):
         # timing: a blocked micro-thread must end with MicroThreadExit (the
         # read's result is dropped when it arrives), one already woken keeps
         # its result.  Large reads make the first case the common one.
-        size = 8 << 20
+        size = 16 << 20
         killed_while_blocked = 0
         with tempfile.TemporaryFile() as f:
             f.write(b'z' * size)
             f.flush()
-            for _ in range(10):
+            # Until it was caught blocked three times (a collection of the
+            # cyclic GC between the two micro-threads' steps can let the
+            # worker finish first).
+            for _ in range(40):
+                if killed_while_blocked >= 3:
+                    break
                 os.lseek(f.fileno(), 0, os.SEEK_SET)
 
                 def main():
