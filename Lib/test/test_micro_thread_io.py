@@ -21,15 +21,11 @@ import io
 import os
 import signal
 import socket
-import sys
 import tempfile
 import threading
 import unittest
-from test import support
-from test.support import import_helper
-
-_micro_thread = import_helper.import_module('_micro_thread')
-micro_thread = import_helper.import_module('micro_thread.native')
+from test.support import import_helper, micro_thread_helper
+from test.support.micro_thread_helper import _micro_thread, micro_thread
 
 if not hasattr(io.FileIO, 'read_d'):
     raise unittest.SkipTest('the io classes have no deferring methods here')
@@ -65,12 +61,11 @@ def close_fd_quietly(fd):
         pass
 
 
-class IOTestCase(unittest.TestCase):
+class IOTestCase(micro_thread_helper.MicroThreadTestCase):
     """Leaves no micro-thread behind; fails instead of hanging."""
 
     def setUp(self):
-        self.assertEqual(micro_thread.enumerate(), [],
-                         "an earlier test left micro-threads behind")
+        super().setUp()
         if (hasattr(signal, 'setitimer')
                 and threading.current_thread() is threading.main_thread()):
             def alarm(signum, frame):
@@ -81,17 +76,6 @@ class IOTestCase(unittest.TestCase):
             signal.setitimer(signal.ITIMER_REAL, OS_BLOCK_TIMEOUT)
             self.addCleanup(signal.signal, signal.SIGALRM, previous)
             self.addCleanup(signal.setitimer, signal.ITIMER_REAL, 0)
-
-    def tearDown(self):
-        leftovers = micro_thread.enumerate()
-        for t in leftovers:
-            t.kill()
-        for _ in range(100):
-            if not micro_thread.enumerate():
-                break
-            micro_thread.sleep(0)
-        support.gc_collect()
-        self.assertEqual(leftovers, [], "the test left micro-threads behind")
 
     # -- helpers
 

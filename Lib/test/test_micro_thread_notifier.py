@@ -8,7 +8,6 @@ test_micro_thread_io).
 
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -460,25 +459,10 @@ class SignalTests(NotifierTestCase):
             micro_thread.run(main)
         self.assertEqual(cleaned, ['main'])
 
-    @unittest.skipUnless(hasattr(signal, 'pthread_kill'), 'needs pthread_kill')
     def test_signal_handler_that_returns_does_not_end_wait(self):
         r, w = self.pipe()
-        hits = []
-        old = signal.signal(signal.SIGUSR1, lambda *a: hits.append(1))
-        self.addCleanup(signal.signal, signal.SIGUSR1, old)
-        main_thread = threading.get_ident()
-
-        def feeder():
-            time.sleep(0.05)
-            signal.pthread_kill(main_thread, signal.SIGUSR1)
-            time.sleep(0.05)
-            os.write(w, b'done')
-        th = threading.Thread(target=feeder)
-        th.start()
-        try:
-            self.assertEqual(micro_thread.run(os.read_d, r, 10), b'done')
-        finally:
-            th.join()
+        hits = micro_thread_helper.signal_then(self, lambda: os.write(w, b'done'))
+        self.assertEqual(micro_thread.run(os.read_d, r, 10), b'done')
         self.assertEqual(hits, [1])
 
 
@@ -500,7 +484,6 @@ class PinningReportTests(NotifierTestCase):
             before = _micro_thread.pin_count()
             result = sorted([1, 2, 3], key=key)
             return result, _micro_thread.pin_count() - before
-        t = None
         result, pins = micro_thread.run(main)
         self.assertEqual(result, [3, 2, 1])
         self.assertEqual(pins, 3)

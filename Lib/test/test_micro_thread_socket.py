@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import unittest
-import weakref
 from test import support
 from test.support import script_helper, socket_helper
 
@@ -792,7 +791,6 @@ class EndOfWaitTests(SocketTestCase):
         micro_thread.run(main)
 
     def test_close_while_waiting(self):
-        listener = self.listener()
         full, _ = self.pair()
         self.fill(full)
         cases = [
@@ -878,25 +876,9 @@ class EndOfWaitTests(SocketTestCase):
         self.assertEqual({n for n, _ in got}, {'x', 'y'})
 
     def test_signal_handler_returns_wait_goes_on(self):
-        if not hasattr(signal, 'pthread_kill'):
-            self.skipTest('needs pthread_kill')
         a, b = self.pair()
-        hits = []
-        old = signal.signal(signal.SIGUSR1, lambda *args: hits.append(1))
-        self.addCleanup(signal.signal, signal.SIGUSR1, old)
-        main_thread = threading.get_ident()
-
-        def feeder():
-            time.sleep(0.05)
-            signal.pthread_kill(main_thread, signal.SIGUSR1)
-            time.sleep(0.05)
-            a.sendall(b'done')
-        th = threading.Thread(target=feeder)
-        th.start()
-        try:
-            self.assertEqual(micro_thread.run(b.recv_d, 10), b'done')
-        finally:
-            th.join()
+        hits = micro_thread_helper.signal_then(self, lambda: a.sendall(b'done'))
+        self.assertEqual(micro_thread.run(b.recv_d, 10), b'done')
         self.assertEqual(hits, [1])
 
     def test_signal_handler_raises(self):

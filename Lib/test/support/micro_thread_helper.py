@@ -1,5 +1,8 @@
 """Shared parts of the micro-thread regression tests (test_micro_thread*)."""
 
+import signal
+import threading
+import time
 import unittest
 
 from test import support
@@ -29,3 +32,28 @@ class MicroThreadTestCase(unittest.TestCase):
             micro_thread.sleep(0)
         support.gc_collect()
         self.assertEqual(leftovers, [], "the test left micro-threads behind")
+
+
+def signal_then(testcase, action):
+    """Interrupt the main OS thread with SIGUSR1, whose handler only counts,
+    then call action(), each 50 ms later, from another OS thread.
+
+    Returns the list to which the handler appends; the thread is joined and
+    the handler restored when the test ends.
+    """
+    if not hasattr(signal, 'pthread_kill'):
+        testcase.skipTest('needs signal.pthread_kill')
+    hits = []
+    old = signal.signal(signal.SIGUSR1, lambda *args: hits.append(1))
+    testcase.addCleanup(signal.signal, signal.SIGUSR1, old)
+    main_thread = threading.get_ident()
+
+    def feeder():
+        time.sleep(0.05)
+        signal.pthread_kill(main_thread, signal.SIGUSR1)
+        time.sleep(0.05)
+        action()
+    th = threading.Thread(target=feeder)
+    th.start()
+    testcase.addCleanup(th.join)
+    return hits
