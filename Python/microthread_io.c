@@ -78,8 +78,8 @@ typedef struct {
     int fd;
     int is_write;
     Py_ssize_t length;          /* read: how much at most */
-    PyObject *data;             /* write: a bytes copy of the data */
-    char *buf;                  /* read: raw buffer of the worker */
+    PyObject *data;             /* write: a bytes copy of the data;
+                                   read on a worker: the bytes it fills */
     Py_ssize_t result;          /* worker: bytes done, or -1 */
     int error;                  /* worker: errno */
 } fd_call;
@@ -89,7 +89,6 @@ fd_call_free(PyObject *capsule)
 {
     fd_call *c = PyCapsule_GetPointer(capsule, "micro_thread.fd_call");
     Py_XDECREF(c->data);
-    PyMem_RawFree(c->buf);
     PyMem_Free(c);
 }
 
@@ -191,7 +190,7 @@ fd_call_work(void *arg)
             n = write(c->fd, PyBytes_AS_STRING(c->data), (size_t)PyBytes_GET_SIZE(c->data));
         }
         else {
-            n = read(c->fd, c->buf, (size_t)c->length);
+            n = read(c->fd, PyBytes_AS_STRING(c->data), (size_t)c->length);
         }
     } while (n < 0 && errno == EINTR);
     c->result = n;
@@ -209,14 +208,51 @@ fd_call_work_done(PyObject *state, int Py_UNUSED(status))
     if (c->is_write) {
         return PyLong_FromSsize_t(c->result);
     }
-    return PyBytes_FromStringAndSize(c->buf, c->result);
+    PyObject *res = Py_NewRef(c->data);
+    if (c->result != c->length && _PyBytes_Resize(&res, c->result) < 0) {
+        return NULL;
+    }
+    return res;
 }
 
+/* Read or write fd: at once if it is ready, otherwise once it is (a
+   regular file: on a worker thread). */
 static PyObject *
-offload(PyObject *const *args, PyObject *state)
+fd_call_run(PyObject *const *args, int fd, int kind, int is_write,
+            Py_ssize_t length, const Py_buffer *data)
 {
-    return PyDeferred_Offload(args, fd_call_work, fd_call_of(state),
-                              fd_call_work_done, state);
+    PyObject *res;
+    if (kind == FD_POLLABLE) {
+        int ready = fd_ready_now(fd, is_write ? POLLOUT : POLLIN);
+        if (ready < 0) {
+            return NULL;
+        }
+        if (ready) {
+            res = is_write ? write_now(fd, data->buf, data->len)
+                           : read_now(fd, length);
+            if (res != NULL || PyErr_Occurred()) {
+                return res;
+            }
+        }
+    }
+    PyObject *state = fd_call_new(fd, is_write, length, data);
+    if (state == NULL) {
+        return NULL;
+    }
+    fd_call *c = fd_call_of(state);
+    if (kind == FD_POLLABLE) {
+        res = PyDeferred_WaitFd(args, fd, is_write ? PyDeferred_WRITABLE : PyDeferred_READABLE,
+                                PyDeferred_NO_DEADLINE, fd_call_complete, state);
+    }
+    else if (!is_write && (c->data = PyBytes_FromStringAndSize(NULL, length)) == NULL) {
+        res = NULL;
+    }
+    else {
+        /* The worker fills c->data, which nothing else can see meanwhile. */
+        res = PyDeferred_Offload(args, fd_call_work, c, fd_call_work_done, state);
+    }
+    Py_DECREF(state);
+    return res;
 }
 
 PyObject *
@@ -234,36 +270,7 @@ _PyDeferred_ReadFd(PyObject *const *args, int fd, Py_ssize_t length)
     if (length == 0) {
         return PyBytes_FromStringAndSize(NULL, 0);   /* as read() would */
     }
-    PyObject *state, *res;
-    if (kind == FD_DISK) {
-        state = fd_call_new(fd, 0, length, NULL);
-        if (state == NULL) {
-            return NULL;
-        }
-        fd_call *c = fd_call_of(state);
-        c->buf = PyMem_RawMalloc(length);
-        res = c->buf == NULL ? PyErr_NoMemory() : offload(args, state);
-        Py_DECREF(state);
-        return res;
-    }
-    int ready = fd_ready_now(fd, POLLIN);
-    if (ready < 0) {
-        return NULL;
-    }
-    if (ready) {
-        res = read_now(fd, length);
-        if (res != NULL || PyErr_Occurred()) {
-            return res;
-        }
-    }
-    state = fd_call_new(fd, 0, length, NULL);
-    if (state == NULL) {
-        return NULL;
-    }
-    res = PyDeferred_WaitFd(args, fd, PyDeferred_READABLE, PyDeferred_NO_DEADLINE,
-                            fd_call_complete, state);
-    Py_DECREF(state);
-    return res;
+    return fd_call_run(args, fd, kind, 0, length, NULL);
 }
 
 PyObject *
@@ -276,34 +283,7 @@ _PyDeferred_WriteFd(PyObject *const *args, int fd, Py_buffer *data)
     if (data->len == 0) {
         return PyLong_FromLong(0);      /* as write() would, without waiting */
     }
-    PyObject *state, *res;
-    if (kind == FD_DISK) {
-        state = fd_call_new(fd, 1, 0, data);
-        if (state == NULL) {
-            return NULL;
-        }
-        res = offload(args, state);
-        Py_DECREF(state);
-        return res;
-    }
-    int ready = fd_ready_now(fd, POLLOUT);
-    if (ready < 0) {
-        return NULL;
-    }
-    if (ready) {
-        res = write_now(fd, data->buf, data->len);
-        if (res != NULL || PyErr_Occurred()) {
-            return res;
-        }
-    }
-    state = fd_call_new(fd, 1, 0, data);
-    if (state == NULL) {
-        return NULL;
-    }
-    res = PyDeferred_WaitFd(args, fd, PyDeferred_WRITABLE, PyDeferred_NO_DEADLINE,
-                            fd_call_complete, state);
-    Py_DECREF(state);
-    return res;
+    return fd_call_run(args, fd, kind, 1, 0, data);
 }
 
 static PyObject *
