@@ -539,5 +539,41 @@ class ForkTests(NotifierTestCase):
                          ["child got b'child'", "parent got b'parent'"])
 
 
+    def test_worker_call_in_flight_fails_in_the_child(self):
+        # The worker thread doing the read does not exist in the child: the
+        # call fails there with RuntimeError, and goes on in the parent.
+        code = (
+            "import os, tempfile, warnings, micro_thread.native as m\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "size = 32 << 20\n"
+            "f = tempfile.TemporaryFile()\n"
+            "f.write(b'z' * size)\n"
+            "f.flush()\n"
+            "for attempt in range(20):\n"
+            "    os.lseek(f.fileno(), 0, os.SEEK_SET)\n"
+            "    t = m.start(os.read_d, f.fileno(), size)\n"
+            "    m.sleep(0)\n"
+            "    if t.state != 'blocked':\n"
+            "        t.join()\n"
+            "        continue\n"
+            "    pid = os.fork()\n"
+            "    if pid == 0:\n"
+            "        try:\n"
+            "            t.join()\n"
+            "        except RuntimeError as exc:\n"
+            "            print('child:', exc, flush=True)\n"
+            "            os._exit(0)\n"
+            "        os._exit(1)     # it had finished before the fork\n"
+            "    _, status = os.waitpid(pid, 0)\n"
+            "    got = len(t.join())\n"
+            "    if os.waitstatus_to_exitcode(status) == 0:\n"
+            "        print('parent:', got == size, flush=True)\n"
+            "        break\n")
+        res = script_helper.assert_python_ok('-c', code)
+        self.assertEqual(res.out.decode().splitlines(), [
+            'child: the worker thread running this call did not survive fork()',
+            'parent: True'])
+
+
 if __name__ == '__main__':
     unittest.main()
