@@ -26,24 +26,15 @@ script runs nothing.
     python bench_deep.py --fast -o results/deep.json
 """
 
-import importlib.util
 import sys
 
 import pyperf
 
+from _common import native_micro_thread, timed_round_trips
+
 DEPTHS = (1, 10, 100)
 BATCH = 100
 perf_counter = pyperf.perf_counter
-
-
-def native_micro_thread():
-    try:
-        if importlib.util.find_spec("_micro_thread") is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    import micro_thread
-    return micro_thread if micro_thread.IMPLEMENTATION == "native" else None
 
 
 # Every call below is a plain CALL: a deferring C method called through
@@ -76,18 +67,8 @@ def deep_pingpong(loops, mt, depth):
         a = mt.MicroPipe(1)
         b = mt.MicroPipe(1)
         other = mt.start(pong_loop, depth, a, b, loops * 5 + 1)
-        put = a.put
-        get = b.get
-        put(None); get()                # the ponger's first suspension
-        range_it = range(loops)
-        t0 = perf_counter()
-        for i in range_it:
-            put(i); get()
-            put(i); get()
-            put(i); get()
-            put(i); get()
-            put(i); get()
-        dt = perf_counter() - t0
+        a.put(None); b.get()            # the ponger's first suspension
+        dt = timed_round_trips(a.put, b.get, loops)
         other.join()
         return dt
 

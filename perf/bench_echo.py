@@ -40,13 +40,14 @@ _load PORT CONNECTIONS SIZE``).
 """
 
 import atexit
-import importlib.util
 import os
 import select
 import socket
 import subprocess
 import sys
 import time
+
+from _common import have
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
@@ -67,14 +68,6 @@ BENCHMARKS = {
     "echo_gevent_streamserver": "gevent",
     "echo_epoll_loop": "epoll",
 }
-
-
-def have(module):
-    """True if *module* can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def unavailable(kind):

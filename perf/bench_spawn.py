@@ -21,28 +21,15 @@ an interpreter with the native ``_micro_thread`` kernel.
 """
 
 import asyncio
-import importlib.util
 import sys
 import threading
 
 import pyperf
 
+from _common import have, native_micro_thread
+
 BATCH = 100
 perf_counter = pyperf.perf_counter
-
-
-def have(module):
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def native_micro_thread():
-    if not have("_micro_thread"):
-        return None
-    import micro_thread
-    return micro_thread if micro_thread.IMPLEMENTATION == "native" else None
 
 
 def work():

@@ -22,28 +22,14 @@ the micro_thread benchmarks run only on an interpreter with the native
 """
 
 import asyncio
-import importlib.util
 import queue
 import sys
 import threading
 
 import pyperf
 
-
-def have(module):
-    """True if *module* can be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def native_micro_thread():
-    """The micro_thread package if its native kernel is in use, else None."""
-    if not have("_micro_thread"):
-        return None
-    import micro_thread
-    return micro_thread if micro_thread.IMPLEMENTATION == "native" else None
+from _common import (have, native_micro_thread, timed_round_trip,
+                     timed_round_trips)
 
 
 perf_counter = pyperf.perf_counter
@@ -64,17 +50,7 @@ def _timed_pings(mt, loops):
     a = mt.MicroPipe(1)
     b = mt.MicroPipe(1)
     other = mt.start(_ponger, a, b, loops * 5)
-    put = a.put
-    get = b.get
-    range_it = range(loops)
-    t0 = perf_counter()
-    for i in range_it:
-        put(i); get()
-        put(i); get()
-        put(i); get()
-        put(i); get()
-        put(i); get()
-    dt = perf_counter() - t0
+    dt = timed_round_trips(a.put, b.get, loops)
     other.join()
     return dt
 
@@ -209,14 +185,7 @@ def gevent_pingpong(loops):
 
     glet = gevent.spawn(ponger)
     gevent.sleep(0)
-    put = a.put
-    get = b.get
-    range_it = range(loops)
-    t0 = perf_counter()
-    for i in range_it:
-        put(i)
-        get()
-    dt = perf_counter() - t0
+    dt = timed_round_trip(a.put, b.get, loops)
     glet.join()
     return dt
 
@@ -236,14 +205,7 @@ def thread_pingpong(loops):
 
     thread = threading.Thread(target=ponger)
     thread.start()
-    put = a.put
-    get = b.get
-    range_it = range(loops)
-    t0 = perf_counter()
-    for i in range_it:
-        put(i)
-        get()
-    dt = perf_counter() - t0
+    dt = timed_round_trip(a.put, b.get, loops)
     thread.join()
     return dt
 

@@ -1,0 +1,48 @@
+"""Helpers shared by the pyperf scripts of this directory."""
+
+import importlib.util
+
+import pyperf
+
+perf_counter = pyperf.perf_counter
+
+
+def have(module):
+    """True if *module* can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def native_micro_thread():
+    """The micro_thread package if its native kernel is in use, else None."""
+    if not have("_micro_thread"):
+        return None
+    import micro_thread
+    return micro_thread if micro_thread.IMPLEMENTATION == "native" else None
+
+
+def timed_round_trips(put, get, loops):
+    """Time *loops* x 5 round trips ``put(i); get()`` against a ponger that
+    echoes each item; return the seconds."""
+    range_it = range(loops)
+    t0 = perf_counter()
+    for i in range_it:
+        put(i); get()
+        put(i); get()
+        put(i); get()
+        put(i); get()
+        put(i); get()
+    return perf_counter() - t0
+
+
+def timed_round_trip(put, get, loops):
+    """Time *loops* round trips ``put(i); get()`` (one per loop, for peers
+    whose switch dwarfs the loop); return the seconds."""
+    range_it = range(loops)
+    t0 = perf_counter()
+    for i in range_it:
+        put(i)
+        get()
+    return perf_counter() - t0
