@@ -2,6 +2,7 @@
 
 import importlib
 import io
+import os
 import socket
 import threading
 
@@ -116,3 +117,17 @@ def known_native_bug(mt, request, reason):
         request.applymarker(pytest.mark.xfail(
             reason=f"native: {reason} (reported; remove once fixed)",
             strict=True))
+
+
+def fill(fd):
+    """Write to the pipe or socket *fd* until a write would block (its
+    blocking mode is restored)."""
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            os.write(fd, b"f" * 65536)
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(fd, blocking)

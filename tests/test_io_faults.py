@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import require
+from helpers import fill, require
 
 pytestmark = pytest.mark.usefixtures("os_block_guard")
 
@@ -23,19 +23,6 @@ def _drain(fd):
     try:
         while os.read(fd, 1 << 20):
             pass
-    except BlockingIOError:
-        pass
-    finally:
-        os.set_blocking(fd, blocking)
-
-
-def _fill(fd):
-    """Write to *fd* (pipe or socket) until it would block."""
-    blocking = os.get_blocking(fd)
-    os.set_blocking(fd, False)
-    try:
-        while True:
-            os.write(fd, b"f" * 65536)
     except BlockingIOError:
         pass
     finally:
@@ -97,7 +84,7 @@ class WriteD(ReadD):
 
     def __init__(self, mt, res):
         super().__init__(mt, res)
-        _fill(self.w)
+        fill(self.w)
 
     def block(self):
         return self.mt.write_d(self.w, b"Z")
@@ -168,7 +155,7 @@ class SendD(RecvD):
     def __init__(self, mt, res):
         super().__init__(mt, res)
         self.sock, self.peer = self.peer, self.sock
-        _fill(self.sock.fileno())
+        fill(self.sock.fileno())
 
     def block(self):
         return self.sock.send_d(b"Z")
@@ -261,7 +248,7 @@ class FileIOWriteD(FileReadD):
     def __init__(self, mt, res):
         Kind.__init__(self, mt, res)
         self.r, self.w = res.pipe()
-        _fill(self.w)
+        fill(self.w)
         self.file = res.add(mt.open(self.w, "wb", buffering=0))
 
     def block(self):
@@ -504,7 +491,7 @@ def test_recv_d_from_a_closed_peer_is_end_of_file(mt, res):
 def test_write_d_to_a_pipe_without_reader_is_a_broken_pipe(mt, res):
     require(mt, "write_d")
     r, w = res.pipe()
-    _fill(w)
+    fill(w)
     outcome = _wait_then(mt, lambda: mt.write_d(w, b"x"),
                          lambda: os.close(r))
     assert isinstance(outcome, BrokenPipeError)

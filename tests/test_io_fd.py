@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import require
+from helpers import fill, require
 
 pytestmark = pytest.mark.usefixtures("os_block_guard")
 
@@ -24,18 +24,6 @@ def _write_all(mt, fd, data):
         written += count
         calls += 1
     return calls
-
-
-def _fill(fd):
-    """Fill the pipe or socket *fd* until a write would block."""
-    os.set_blocking(fd, False)
-    try:
-        while True:
-            os.write(fd, b"f" * 65536)
-    except BlockingIOError:
-        pass
-    finally:
-        os.set_blocking(fd, True)
 
 
 def _drain(mt, fd, total, chunks=None):
@@ -166,7 +154,7 @@ def test_write_d_returns_the_count(mt, res):
 def test_write_d_waits_while_the_pipe_is_full(mt, res):
     require(mt, "read_d", "write_d")
     r, w = res.pipe()
-    _fill(w)
+    fill(w)
     events = []
 
     def writer():
@@ -232,7 +220,7 @@ def test_write_d_in_the_root_drives_the_scheduler(mt, res):
 def test_write_d_of_nothing_does_not_wait(mt, res):
     require(mt, "write_d")
     r, w = res.pipe()
-    _fill(w)
+    fill(w)
     assert os.write(w, b"") == 0    # write(2) of 0 bytes returns at once
     with mt.timeout(0.2):
         assert mt.write_d(w, b"") == 0

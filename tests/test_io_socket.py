@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from helpers import require
+from helpers import fill, require
 
 pytestmark = pytest.mark.usefixtures("os_block_guard")
 
@@ -28,18 +28,6 @@ def _udp(mt, res):
     sock = res.add(mt.socket(socket.AF_INET, socket.SOCK_DGRAM))
     sock.bind((LOCALHOST, 0))
     return sock
-
-
-def _fill(sock):
-    """Send on *sock* until its buffers are full."""
-    sock.setblocking(False)
-    try:
-        while True:
-            sock.send(b"f" * 65536)
-    except BlockingIOError:
-        pass
-    finally:
-        sock.setblocking(True)
 
 
 def _recv_exactly(mt, sock, total):
@@ -178,7 +166,7 @@ def test_send_d_returns_the_count(mt, res):
 def test_send_d_waits_while_the_buffer_is_full(mt, res):
     require(mt, "socket.send_d", "socket.recv_d")
     a, b = _pair(mt, res)
-    _fill(a)
+    fill(a.fileno())
     events = []
 
     def sender():
