@@ -35,9 +35,11 @@
 
 enum { FD_POLLABLE, FD_DISK };
 
-/* What kind of fd this is: -1 with OSError if it is not open. */
-static int
-fd_kind(int fd)
+/* 1 (FD_DISK) if fd is a regular file or a block device, which the
+   notifier cannot wait for, 0 (FD_POLLABLE) if not, -1 with OSError if it
+   is not open.  Shared with the io module's deferring methods. */
+int
+_PyDeferred_FdIsDisk(int fd)
 {
     struct _Py_stat_struct st;
     int res;
@@ -51,11 +53,14 @@ fd_kind(int fd)
     return (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ? FD_DISK : FD_POLLABLE;
 }
 
-/* 1 if fd is ready for events now, 0 if not, -1 with OSError. */
-static int
-fd_ready_now(int fd, short events)
+/* 1 if fd is ready for writing (reading) now, 0 if not, -1 with OSError:
+   EBADF for an fd that is not open, or not open for that direction --
+   poll() would never report it ready, where read() or write() fails at
+   once. */
+int
+_PyDeferred_FdReady(int fd, int writing)
 {
-    struct pollfd p = {fd, events, 0};
+    struct pollfd p = {fd, (short)(writing ? POLLOUT : POLLIN), 0};
     int n;
     do {
         n = poll(&p, 1, 0);
@@ -69,7 +74,29 @@ fd_ready_now(int fd, short events)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    if (n == 0) {
+        /* About to wait: not for ever on an fd open the other way. */
+        int flags = fcntl(fd, F_GETFL);
+        if (flags >= 0 && (flags & O_ACCMODE) == (writing ? O_RDONLY : O_WRONLY)) {
+            errno = EBADF;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
     return n > 0;
+}
+
+/* How long a write to fd may be so that, once fd polls writable, it
+   cannot block: PIPE_BUF in blocking mode, anything in non-blocking
+   mode. */
+Py_ssize_t
+_PyDeferred_FdWriteLimit(int fd, Py_ssize_t len)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && !(flags & O_NONBLOCK) && len > PIPE_BUF) {
+        return PIPE_BUF;
+    }
+    return len;
 }
 
 /* The state of one read or write: a capsule, so that the scheduler can
@@ -150,11 +177,8 @@ read_now(int fd, Py_ssize_t length)
 static PyObject *
 write_now(int fd, const char *buf, Py_ssize_t len)
 {
-    int flags = fcntl(fd, F_GETFL);
-    if (flags >= 0 && !(flags & O_NONBLOCK) && len > PIPE_BUF) {
-        len = PIPE_BUF;         /* what poll() promised not to block */
-    }
-    Py_ssize_t n = _Py_write(fd, buf, len);
+    /* What poll() promised not to block. */
+    Py_ssize_t n = _Py_write(fd, buf, _PyDeferred_FdWriteLimit(fd, len));
     if (n < 0) {
         if (PyErr_ExceptionMatches(PyExc_BlockingIOError)) {
             PyErr_Clear();
@@ -169,7 +193,7 @@ static PyObject *
 fd_call_complete(PyObject *state, int Py_UNUSED(status))
 {
     fd_call *c = fd_call_of(state);
-    int ready = fd_ready_now(c->fd, c->is_write ? POLLOUT : POLLIN);
+    int ready = _PyDeferred_FdReady(c->fd, c->is_write);
     if (ready <= 0) {
         return NULL;            /* error, or someone was faster: wait again */
     }
@@ -223,7 +247,7 @@ fd_call_run(PyObject *const *args, int fd, int kind, int is_write,
 {
     PyObject *res;
     if (kind == FD_POLLABLE) {
-        int ready = fd_ready_now(fd, is_write ? POLLOUT : POLLIN);
+        int ready = _PyDeferred_FdReady(fd, is_write);
         if (ready < 0) {
             return NULL;
         }
@@ -263,7 +287,7 @@ _PyDeferred_ReadFd(PyObject *const *args, int fd, Py_ssize_t length)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     length = Py_MIN(length, _PY_READ_MAX);
-    int kind = fd_kind(fd);
+    int kind = _PyDeferred_FdIsDisk(fd);
     if (kind < 0) {
         return NULL;
     }
@@ -276,7 +300,7 @@ _PyDeferred_ReadFd(PyObject *const *args, int fd, Py_ssize_t length)
 PyObject *
 _PyDeferred_WriteFd(PyObject *const *args, int fd, Py_buffer *data)
 {
-    int kind = fd_kind(fd);
+    int kind = _PyDeferred_FdIsDisk(fd);
     if (kind < 0) {
         return NULL;
     }

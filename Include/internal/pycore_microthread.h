@@ -157,6 +157,14 @@ extern PyObject *_PyDeferred_ReadFd(PyObject *const *args, int fd, Py_ssize_t le
 extern PyObject *_PyDeferred_WriteFd(PyObject *const *args, int fd, Py_buffer *data);
 extern PyObject *_PyDeferred_Sleep(PyObject *const *args, PyTime_t delay);
 
+/* Helpers of the above, for the io module's deferring methods: is fd a
+   regular file or block device (1/0/-1); is it ready for reading or
+   writing now (1/0/-1, EBADF also for an fd open the other way); how much
+   may be written once it polls writable without blocking. */
+extern int _PyDeferred_FdIsDisk(int fd);
+extern int _PyDeferred_FdReady(int fd, int writing);
+extern Py_ssize_t _PyDeferred_FdWriteLimit(int fd, Py_ssize_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1182,5 +1182,24 @@ class RootAndPinnedTests(IOTestCase):
         self.assertEqual(received, data)
 
 
+class WrongDirectionTests(IOTestCase):
+
+    def test_fd_open_the_other_way_raises_ebadf(self):
+        # The plain methods fail at once (EBADF); the deferring ones must
+        # not wait for a readiness that never comes.
+        r, w = self.pipe()
+        cases = [
+            lambda: io.FileIO(w, 'r', closefd=False).read_d(1),
+            lambda: open(w, 'rb', closefd=False).read_d(1),
+            lambda: open(w, 'r', closefd=False).readline_d(),
+            lambda: io.FileIO(r, 'w', closefd=False).write_d(b'x'),
+        ]
+        for call in cases:
+            for runner in (lambda f: f(), micro_thread.run):
+                with self.assertRaises(OSError) as cm:
+                    runner(call)
+                self.assertEqual(cm.exception.errno, errno.EBADF)
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -211,6 +211,16 @@ class FdTests(NotifierTestCase):
                 micro_thread.run(call)
             self.assertEqual(cm.exception.errno, 9)
 
+    def test_fd_open_the_other_way_raises_ebadf(self):
+        # poll() never reports a pipe's write end readable: waiting would
+        # hang where os.read() fails at once.
+        r, w = self.pipe()
+        for call in (lambda: os.read_d(w, 1), lambda: os.write_d(r, b'x')):
+            for runner in (lambda f: f(), micro_thread.run):
+                with self.assertRaises(OSError) as cm:
+                    runner(call)
+                self.assertEqual(cm.exception.errno, 9)
+
     def test_bad_arguments(self):
         with self.assertRaises(TypeError):
             os.read_d('x', 1)
