@@ -340,6 +340,31 @@ class IdleTests(NotifierTestCase):
         self.assertLess(time.process_time() - cpu0, 0.1)
 
 
+    @unittest.skipUnless(os.path.isdir('/proc/self/fd'), 'needs /proc/self/fd')
+    def test_no_epoll_instance_unless_an_fd_is_waited_for(self):
+        code = (
+            "import os, time, micro_thread.native as m\n"
+            "def epolls():\n"
+            "    fds = os.listdir('/proc/self/fd')\n"
+            "    links = []\n"
+            "    for fd in fds:\n"
+            "        try:\n"
+            "            links.append(os.readlink('/proc/self/fd/' + fd))\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    return sum('eventpoll' in l for l in links)\n"
+            "p = m.MicroPipe()\n"
+            "t = m.start(p.get)\n"
+            "m.run(lambda: (time.sleep_d(0.01), p.put(1)))\n"
+            "t.join()\n"
+            "print(epolls())\n"
+            "r, w = os.pipe()\n"
+            "m.run(lambda: (m.start(os.write_d, w, b'x'), os.read_d(r, 1)))\n"
+            "print(epolls())\n")
+        res = script_helper.assert_python_ok('-c', code)
+        self.assertEqual(res.out.decode().split(), ['0', '1'])
+
+
 class WorkerPoolTests(NotifierTestCase):
 
     def test_regular_file_read_and_write_go_to_workers(self):
