@@ -1087,6 +1087,50 @@ class RegularFileTests(IOTestCase):
                     return got + f.read_d()
                 self.assertEqual(micro_thread.run(main), data[10:])
 
+    def test_plain_methods_after_a_kill_while_the_worker_reads(self):
+        # The job of a killed call goes on; a plain method called before the
+        # scheduler collects it waits for it, and gets its data from the
+        # buffer (tell() too: the worker moves the fd's position).
+        line = b'\0' * (1 << 20) + b'\n'
+        path = self.temp_path(line + b'TAIL\n')
+        for mode, buffering in (('rb', 8192), ('rb', -1), ('r+b', 8192)):
+            for op in ('readline', 'read', 'tell'):
+                with self.subTest(mode=mode, buffering=buffering, op=op):
+                    f = self.fopen(path, mode, buffering=buffering)
+
+                    def main():
+                        reader = self.start_deferred(f.readline_d)
+                        reader.kill()
+                        micro_thread.sleep(0)
+                        if op == 'readline':
+                            out = [f.readline(), f.readline(), f.readline()]
+                        elif op == 'read':
+                            out = [f.read(5), f.read()]
+                        else:
+                            out = []
+                        out.append(f.tell())
+                        try:
+                            # Woken before the kill: the call returns.
+                            got = [reader.join()]
+                        except micro_thread.MicroThreadExit:
+                            got = []
+                        return got, out
+                    got, out = micro_thread.run(main)
+                    start = 0
+                    if got:
+                        self.assertEqual(got, [line])
+                        start = len(line)
+                    rest = (line + b'TAIL\n')[start:]
+                    if op == 'readline':
+                        self.assertEqual(b''.join(out[:3]), rest)
+                        self.assertEqual(out[0], rest[:rest.index(b'\n') + 1])
+                        self.assertEqual(out[3], len(line) + 5)
+                    elif op == 'read':
+                        self.assertEqual(out[:2], [rest[:5], rest[5:]])
+                        self.assertEqual(out[2], len(line) + 5)
+                    else:
+                        self.assertEqual(out, [start])
+
     def test_close_while_the_worker_reads(self):
         data = os.urandom(8 << 20)
         path = self.temp_path(data)
