@@ -103,6 +103,7 @@ _PyDeferred_FdWriteLimit(int fd, Py_ssize_t len)
    hold it like any object. */
 typedef struct {
     int fd;
+    int owns_fd;                /* fd is a duplicate for a worker */
     int is_write;
     Py_ssize_t length;          /* read: how much at most */
     PyObject *data;             /* write: a bytes copy of the data;
@@ -116,6 +117,9 @@ fd_call_free(PyObject *capsule)
 {
     fd_call *c = PyCapsule_GetPointer(capsule, "micro_thread.fd_call");
     Py_XDECREF(c->data);
+    if (c->owns_fd) {
+        close(c->fd);
+    }
     PyMem_Free(c);
 }
 
@@ -271,8 +275,15 @@ fd_call_run(PyObject *const *args, int fd, int kind, int is_write,
     else if (!is_write && (c->data = PyBytes_FromStringAndSize(NULL, length)) == NULL) {
         res = NULL;
     }
+    else if ((c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        c->fd = fd;
+        res = PyErr_SetFromErrno(PyExc_OSError);
+    }
     else {
-        /* The worker fills c->data, which nothing else can see meanwhile. */
+        /* The worker uses a duplicate of fd, so that fd being closed (and
+           its number reused) meanwhile cannot make it read or write
+           another file; it fills c->data, which nothing else can see. */
+        c->owns_fd = 1;
         res = PyDeferred_Offload(args, fd_call_work, c, fd_call_work_done, state);
     }
     Py_DECREF(state);

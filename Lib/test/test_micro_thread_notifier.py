@@ -395,6 +395,29 @@ class WorkerPoolTests(NotifierTestCase):
             # The ticker ran while the micro-thread waited for the worker.
             self.assertGreater(len(ticks), 1)
 
+    def test_fd_closed_and_reused_while_the_worker_writes(self):
+        # The worker writes through a duplicate of the fd: closing the fd
+        # and reusing its number meanwhile cannot send the data elsewhere.
+        with tempfile.TemporaryDirectory() as d:
+            first = os.path.join(d, 'first')
+            other = os.path.join(d, 'other')
+            data = b'y' * (8 << 20)
+
+            def main():
+                fd = os.open(first, os.O_WRONLY | os.O_CREAT)
+                t = micro_thread.start(os.write_d, fd, data)
+                micro_thread.sleep(0)
+                os.close(fd)
+                fd2 = os.open(other, os.O_WRONLY | os.O_CREAT)
+                try:
+                    written = t.join()
+                finally:
+                    os.close(fd2)
+                return fd, fd2, written
+            fd, fd2, written = micro_thread.run(main)
+            self.assertEqual(os.path.getsize(first), written)
+            self.assertEqual(os.path.getsize(other), 0)
+
     def test_regular_file_outside_micro_threads(self):
         with tempfile.TemporaryFile() as f:
             self.assertEqual(os.write_d(f.fileno(), b'abc'), 3)
