@@ -908,6 +908,34 @@ class EndOfWaitTests(SocketTestCase):
 
 class BadInputTests(SocketTestCase):
 
+    def test_accept_d_on_a_socket_that_does_not_listen(self):
+        # accept() fails at once; accept_d() must not wait for ever.
+        a, _ = self.pair()
+        udp = self.add(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        for sock in (a, udp):
+            with self.assertRaises(OSError) as cm:
+                sock.accept()
+            for runner in (lambda f: f(), micro_thread.run):
+                with self.assertRaises(OSError) as cm_d:
+                    runner(sock.accept_d)
+                self.assertEqual(cm_d.exception.errno, cm.exception.errno)
+
+    def test_msg_dontwait_asks_not_to_wait(self):
+        a, _ = self.pair()
+        calls = [lambda: a.recv_d(1, socket.MSG_DONTWAIT),
+                 lambda: a.recvfrom_d(1, socket.MSG_DONTWAIT),
+                 lambda: a.recv_into_d(bytearray(1), 1, socket.MSG_DONTWAIT)]
+        for call in calls:
+            for runner in (lambda f: f(), micro_thread.run):
+                with self.assertRaises(BlockingIOError):
+                    runner(call)
+        full, _ = self.pair()
+        self.fill(full)
+        for call in (lambda: full.send_d(b'x', socket.MSG_DONTWAIT),
+                     lambda: full.sendall_d(b'x', socket.MSG_DONTWAIT)):
+            with self.assertRaises(BlockingIOError):
+                micro_thread.run(call)
+
     def test_rejects_what_the_plain_methods_reject(self):
         a, b = self.pair()
         u = self.udp()
