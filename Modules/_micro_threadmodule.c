@@ -88,8 +88,7 @@ typedef int (*arm_func)(PyObject *obj, Task *t);
 /* A FIFO of blocked tasks; holds a strong reference to each micro-thread. */
 struct WaitQueue {
     Task *head, *tail;
-    PyObject *owner;                            /* borrowed */
-    void (*on_cancel)(PyObject *owner, Task *t); /* a waiter gave up */
+    void (*on_cancel)(WaitQueue *q, Task *t);   /* a waiter gave up */
 };
 
 enum { TIMER_SLEEP, TIMER_TIMEOUT, TIMER_IO };
@@ -105,34 +104,38 @@ typedef struct {
     PyObject *state;            /* strong while the task holds it */
     PyDeferred_WorkFunc work;   /* offloaded: run work(arg) on a worker */
     void *arg;
+    IOJob *job;                 /* the offloaded call, while in flight */
 } IOWait;
+
+/* The rarer parts of a task, allocated when first needed and kept: most
+   micro-threads never wait for I/O, join, get a kill() while running, pin
+   or enter a timeout scope, and an idle one should be small. */
+typedef struct {
+    PyObject *pending;          /* kill()/throw() to raise at its next blocking call */
+    PyObject *what_obj;         /* what it is blocked with (a micro-thread joined) */
+    PyObject *qitem;            /* the item of a blocked put */
+    _PyInterpreterFrame *pinned_frame;  /* where it blocks while pinned */
+    PyTime_t *deadlines;        /* timeout scopes: running minima */
+    int ndeadlines, cap_deadlines;
+    IOWait io;                  /* the I/O wait, while blocked in one */
+} TaskExtra;
 
 /* A micro-thread, or an OS thread's root, as something that blocks. */
 struct Task {
     SchedulerObject *sched;     /* strong for micro-threads, borrowed for the root */
-    MicroThreadObject *mt;      /* NULL for the root */
-    int blocked;                /* armed and waiting to be woken */
-    int woken;                  /* woken: an outcome is waiting for it */
-    int pinned;                 /* blocked in a scheduler loop on the C stack */
-    int thrown;                 /* woken by kill()/throw(), not resumed yet */
+    unsigned char blocked;      /* armed and waiting to be woken */
+    unsigned char woken;        /* woken: an outcome is waiting for it */
+    unsigned char pinned;       /* blocked in a scheduler loop on the C stack */
+    unsigned char thrown;       /* woken by kill()/throw(), not resumed yet */
+    unsigned char block_deadline_kind;
     PyObject *value;            /* the outcome: a value ... */
     PyObject *exc;              /* ... or an exception */
-    PyObject *pending;          /* kill()/throw() to raise at its next blocking call */
     const char *what;           /* what it is blocked on */
-    PyObject *what_obj;         /* ... and with what (a micro-thread joined) */
     WaitQueue *queue;           /* the queue it is in, if any */
     Task *qprev, *qnext;
-    PyObject *qitem;            /* the item of a blocked put */
     uint64_t timer_gen;         /* timers of older blocks are stale */
     PyTime_t block_deadline;    /* sleep's or join(timeout)'s own deadline */
-    int block_deadline_kind;
-    arm_func arm;               /* the wait to arm once suspended */
-    PyObject *arm_obj;
-    _PyInterpreterFrame *pinned_frame;
-    PyTime_t *deadlines;        /* timeout scopes: running minima */
-    int ndeadlines, cap_deadlines;
-    IOWait io;                  /* the I/O wait, while blocked in one */
-    IOJob *io_job;              /* its offloaded call, while in flight */
+    TaskExtra *x;               /* NULL until needed */
 };
 
 struct MicroThreadObject {
@@ -141,14 +144,13 @@ struct MicroThreadObject {
     Task task;
     PyObject *name;             /* made on first use from number */
     uint64_t number;
-    PyObject *result;
-    PyObject *exception;
-    int finished;
-    int retrieved;              /* its exception reached someone */
-    int in_ready;
+    /* Once finished, task.value and task.exc are its result or exception. */
+    unsigned char finished;
+    unsigned char retrieved;    /* its exception reached someone */
+    unsigned char in_ready;
+    unsigned char in_all;
     WaitQueue joiners;
     MicroThreadObject *all_prev, *all_next;  /* unfinished, in start order */
-    int in_all;
     PyObject *weakreflist;
 };
 
@@ -204,18 +206,35 @@ struct SchedulerObject {
     unsigned long long pin_count;
     PyObject *pin_hook;         /* strong, or NULL */
     MicroThreadObject *main;    /* strong: run()'s micro-thread, if running */
+    arm_func defer_arm;         /* the wait of the deferral in progress */
 };
 
+/* The micro-thread a task is part of, or NULL for an OS thread's root. */
+static inline MicroThreadObject *
+task_mt(Task *t)
+{
+    if (t == &t->sched->root) {
+        return NULL;
+    }
+    return (MicroThreadObject *)((char *)t - offsetof(MicroThreadObject, task));
+}
+
 #define MicroThread_CAST(op) ((MicroThreadObject *)(op))
+
+/* The micro-thread embedding a core (_PyMicroThread_Current()). */
+static inline MicroThreadObject *
+microthread_of_core(_PyMicroThreadCore *core)
+{
+    return (MicroThreadObject *)((char *)core - offsetof(MicroThreadObject, core));
+}
 
 static void task_wake(Task *t, PyObject *value, PyObject *exc);
 
 
 static void
-queue_init(WaitQueue *q, PyObject *owner, void (*on_cancel)(PyObject *, Task *))
+queue_init(WaitQueue *q, void (*on_cancel)(WaitQueue *, Task *))
 {
     q->head = q->tail = NULL;
-    q->owner = owner;
     q->on_cancel = on_cancel;
 }
 
@@ -233,8 +252,8 @@ queue_push(WaitQueue *q, Task *t)
         q->head = t;
     }
     q->tail = t;
-    if (t->mt != NULL) {
-        Py_INCREF(t->mt);
+    if (task_mt(t) != NULL) {
+        Py_INCREF(task_mt(t));
     }
 }
 
@@ -261,9 +280,11 @@ task_unqueue(Task *t)
     }
     t->queue = NULL;
     t->qprev = t->qnext = NULL;
-    Py_CLEAR(t->qitem);
-    if (t->mt != NULL) {
-        Py_DECREF(t->mt);
+    if (t->x != NULL) {
+        Py_CLEAR(t->x->qitem);
+    }
+    if (task_mt(t) != NULL) {
+        Py_DECREF(task_mt(t));
     }
 }
 
@@ -271,8 +292,8 @@ static int
 queue_traverse(WaitQueue *q, visitproc visit, void *arg)
 {
     for (Task *t = q->head; t != NULL; t = t->qnext) {
-        if (t->mt != NULL) {
-            Py_VISIT(t->mt);
+        if (task_mt(t) != NULL) {
+            Py_VISIT(task_mt(t));
         }
     }
     return 0;
@@ -283,11 +304,12 @@ task_traverse(Task *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->value);
     Py_VISIT(t->exc);
-    Py_VISIT(t->pending);
-    Py_VISIT(t->what_obj);
-    Py_VISIT(t->qitem);
-    Py_VISIT(t->arm_obj);
-    Py_VISIT(t->io.state);
+    if (t->x != NULL) {
+        Py_VISIT(t->x->qitem);
+        Py_VISIT(t->x->pending);
+        Py_VISIT(t->x->what_obj);
+        Py_VISIT(t->x->io.state);
+    }
     return 0;
 }
 
@@ -295,15 +317,19 @@ task_traverse(Task *t, visitproc visit, void *arg)
 static void
 task_end_io(Task *t)
 {
-    if (t->io_job != NULL) {
-        t->io_job->task = NULL;     /* the job's result will be dropped */
-        t->io_job = NULL;
+    if (t->x == NULL) {
+        return;
+    }
+    IOWait *io = &t->x->io;
+    if (io->job != NULL) {
+        io->job->task = NULL;       /* the job's result will be dropped */
+        io->job = NULL;
         t->sched->io_waits--;
     }
-    t->io.complete = NULL;
-    t->io.work = NULL;
-    t->io.fd = -1;
-    Py_CLEAR(t->io.state);
+    io->complete = NULL;
+    io->work = NULL;
+    io->fd = -1;
+    Py_CLEAR(io->state);
 }
 
 static void
@@ -312,20 +338,64 @@ task_clear(Task *t)
     task_unqueue(t);
     Py_CLEAR(t->value);
     Py_CLEAR(t->exc);
-    Py_CLEAR(t->pending);
-    Py_CLEAR(t->what_obj);
-    Py_CLEAR(t->arm_obj);
-    t->arm = NULL;
+    if (t->x != NULL) {
+        Py_CLEAR(t->x->pending);
+        Py_CLEAR(t->x->what_obj);
+    }
     task_end_io(t);
     t->blocked = t->woken = 0;
     t->timer_gen++;
+}
+
+/* The task's extra part, allocated if needed (NULL with MemoryError). */
+static TaskExtra *
+task_extra(Task *t)
+{
+    if (t->x == NULL) {
+        t->x = PyMem_Calloc(1, sizeof(TaskExtra));
+        if (t->x == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        t->x->io.fd = -1;
+    }
+    return t->x;
+}
+
+static void
+task_free_extra(Task *t)
+{
+    if (t->x != NULL) {
+        assert(t->x->pending == NULL && t->x->what_obj == NULL
+               && t->x->qitem == NULL
+               && t->x->io.state == NULL && t->x->io.job == NULL);
+        PyMem_Free(t->x->deadlines);
+        PyMem_Free(t->x);
+        t->x = NULL;
+    }
+}
+
+static PyObject *
+task_what_obj(Task *t)
+{
+    return t->x != NULL ? t->x->what_obj : NULL;
+}
+
+static void
+task_clear_what(Task *t)
+{
+    t->what = NULL;
+    if (t->x != NULL) {
+        Py_CLEAR(t->x->what_obj);
+    }
 }
 
 /* The earliest deadline of the task's timeout scopes. */
 static PyTime_t
 task_deadline(Task *t)
 {
-    return t->ndeadlines > 0 ? t->deadlines[t->ndeadlines - 1] : NO_DEADLINE;
+    return t->x != NULL && t->x->ndeadlines > 0
+           ? t->x->deadlines[t->x->ndeadlines - 1] : NO_DEADLINE;
 }
 
 
@@ -386,7 +456,7 @@ timer_push(SchedulerObject *s, Task *t, PyTime_t when, int kind)
         s->timers_cap = cap;
     }
     TimerEntry e = {when, s->timer_seq++, t->timer_gen, t,
-                    t->mt ? Py_NewRef(t->mt) : NULL, kind};
+                    task_mt(t) ? Py_NewRef(task_mt(t)) : NULL, kind};
     Py_ssize_t i = s->ntimers++;
     while (i > 0) {
         Py_ssize_t parent = (i - 1) / 2;
@@ -449,11 +519,11 @@ task_cancel_wait(Task *t)
 {
     WaitQueue *q = t->queue;
     if (q != NULL && q->on_cancel != NULL) {
-        q->on_cancel(q->owner, t);
+        q->on_cancel(q, t);
     }
     task_unqueue(t);
     t->timer_gen++;
-    if (t->io_job != NULL) {
+    if (t->x != NULL && t->x->io.job != NULL) {
         task_end_io(t);
     }
 }
@@ -463,7 +533,7 @@ static void
 task_wake(Task *t, PyObject *value, PyObject *exc)
 {
     assert(t->blocked && !t->woken);
-    MicroThreadObject *mt = t->mt;
+    MicroThreadObject *mt = task_mt(t);
     Py_XINCREF(mt);
     task_unqueue(t);
     t->timer_gen++;
@@ -471,8 +541,7 @@ task_wake(Task *t, PyObject *value, PyObject *exc)
     t->woken = 1;
     t->value = value;
     t->exc = exc;
-    t->what = NULL;
-    Py_CLEAR(t->what_obj);
+    task_clear_what(t);
     task_end_io(t);
     if (mt != NULL) {
         if (!t->pinned && ready_push(t->sched, mt) < 0) {
@@ -495,8 +564,8 @@ fire_timer(TimerEntry *e)
     if (e->kind == TIMER_IO) {
         /* The operation's own deadline (a socket timeout, sleep_d()): its
            completion function makes the outcome. */
-        PyDeferred_CompleteFunc complete = t->io.complete;
-        PyObject *state = Py_XNewRef(t->io.state);
+        PyDeferred_CompleteFunc complete = t->x->io.complete;
+        PyObject *state = Py_XNewRef(t->x->io.state);
         task_cancel_wait(t);
         PyObject *res = complete(state, PyDeferred_TIMED_OUT);
         Py_XDECREF(state);
@@ -567,9 +636,9 @@ task_arm_timers(Task *t)
 
 /* An fd queue lost a waiter (kill, timeout scope). */
 static void
-fdq_on_cancel(PyObject *owner, Task *Py_UNUSED(t))
+fdq_on_cancel(WaitQueue *Py_UNUSED(q), Task *t)
 {
-    ((SchedulerObject *)owner)->io_waits--;
+    t->sched->io_waits--;
 }
 
 static FdWaits *
@@ -596,8 +665,8 @@ fdwaits_get(SchedulerObject *s, int fd)
             PyErr_NoMemory();
             return NULL;
         }
-        queue_init(&w->readers, (PyObject *)s, fdq_on_cancel);
-        queue_init(&w->writers, (PyObject *)s, fdq_on_cancel);
+        queue_init(&w->readers, fdq_on_cancel);
+        queue_init(&w->writers, fdq_on_cancel);
         s->fdwaits[fd] = w;
     }
     return w;
@@ -633,8 +702,8 @@ fdq_serve(SchedulerObject *s, WaitQueue *q)
 {
     while (q->head != NULL) {
         Task *t = q->head;
-        PyObject *state = Py_XNewRef(t->io.state);
-        PyObject *res = t->io.complete(state, PyDeferred_READY);
+        PyObject *state = Py_XNewRef(t->x->io.state);
+        PyObject *res = t->x->io.complete(state, PyDeferred_READY);
         Py_XDECREF(state);
         if (q->head != t) {
             /* The completion function ended t's wait itself (it closed
@@ -717,7 +786,8 @@ static int
 arm_io(PyObject *Py_UNUSED(obj), Task *t)
 {
     SchedulerObject *s = t->sched;
-    if (t->io.work != NULL) {
+    IOWait *io = &t->x->io;
+    if (io->work != NULL) {
         IOJob *job = PyMem_RawCalloc(1, sizeof(IOJob));
         if (job == NULL) {
             PyErr_NoMemory();
@@ -727,12 +797,12 @@ arm_io(PyObject *Py_UNUSED(obj), Task *t)
             PyMem_RawFree(job);
             return -1;
         }
-        job->job.work = t->io.work;
-        job->job.arg = t->io.arg;
+        job->job.work = io->work;
+        job->job.arg = io->arg;
         job->job.sink = s->sink;
         job->task = t;
-        job->complete = t->io.complete;
-        job->state = Py_XNewRef(t->io.state);
+        job->complete = io->complete;
+        job->state = Py_XNewRef(io->state);
         if (_mt_workers_submit(&job->job) < 0) {
             Py_XDECREF(job->state);
             PyMem_RawFree(job);
@@ -743,11 +813,11 @@ arm_io(PyObject *Py_UNUSED(obj), Task *t)
             s->jobs->prev = job;
         }
         s->jobs = job;
-        t->io_job = job;
+        io->job = job;
         s->io_waits++;
         return 0;
     }
-    int fd = t->io.fd;
+    int fd = io->fd;
     if (fd < 0) {
         return 0;       /* only its deadline wakes it */
     }
@@ -755,7 +825,7 @@ arm_io(PyObject *Py_UNUSED(obj), Task *t)
     if (w == NULL) {
         return -1;
     }
-    int events = t->io.events & (MT_READ | MT_WRITE);
+    int events = io->events & (MT_READ | MT_WRITE);
     WaitQueue *q = (events & MT_WRITE) && !(events & MT_READ) ? &w->writers : &w->readers;
     int wanted = fdwaits_wanted(w) | events;
     if ((wanted & ~w->armed) != 0) {
@@ -766,7 +836,7 @@ arm_io(PyObject *Py_UNUSED(obj), Task *t)
         if (rc > 0) {
             /* The kernel cannot wait for it (a regular file): it is
                always ready, so the operation completes now. */
-            PyObject *res = t->io.complete(t->io.state, PyDeferred_READY);
+            PyObject *res = io->complete(io->state, PyDeferred_READY);
             if (res == NULL && !PyErr_Occurred()) {
                 PyErr_Format(PyExc_BlockingIOError,
                              "file descriptor %d would block but cannot be "
@@ -804,7 +874,7 @@ collect_jobs(SchedulerObject *s)
         }
         Task *t = job->task;
         if (t != NULL) {
-            t->io_job = NULL;
+            t->x->io.job = NULL;
             s->io_waits--;
             PyObject *res = job->complete(job->state, PyDeferred_READY);
             if (res == NULL && !PyErr_Occurred()) {
@@ -873,7 +943,7 @@ static Task *
 current_task(SchedulerObject *s)
 {
     _PyMicroThreadCore *core = _PyMicroThread_Current(_PyThreadState_GET());
-    return core != NULL ? &MicroThread_CAST(core->owner)->task : &s->root;
+    return core != NULL ? &microthread_of_core(core)->task : &s->root;
 }
 
 static void
@@ -905,9 +975,10 @@ static void
 finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
 {
     SchedulerObject *s = mt->task.sched;
+    task_clear(&mt->task);
     mt->finished = 1;
-    mt->result = result;
-    mt->exception = exception;
+    mt->task.value = result;
+    mt->task.exc = exception;
     all_remove(s, mt);
     Py_INCREF(mt);
     while (mt->joiners.head != NULL) {
@@ -920,7 +991,6 @@ finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
             task_wake(j, Py_NewRef(result), NULL);
         }
     }
-    task_clear(&mt->task);
     /* Ctrl-C interrupted another micro-thread than run()'s: the interrupt
        is for the program, so run()'s micro-thread gets it too. */
     MicroThreadObject *main = s->main;
@@ -955,16 +1025,14 @@ run_step(SchedulerObject *s)
     t->value = t->exc = NULL;
     t->woken = 0;
     t->thrown = 0;
-    int suspended;
+    _PyMicroThreadWait wait;
     PyObject *res = _PyMicroThread_Run(tstate, &mt->core,
-                                       value ? value : Py_None, exc, &suspended);
+                                       value ? value : Py_None, exc, &wait);
     Py_XDECREF(value);
     Py_XDECREF(exc);
-    if (suspended) {
-        PyDeferred_ArmFunc arm = mt->core.arm;
-        PyObject *waitobj = mt->core.waitobj;
-        mt->core.arm = NULL;
-        mt->core.waitobj = NULL;
+    if (wait.suspended) {
+        PyDeferred_ArmFunc arm = wait.arm;
+        PyObject *waitobj = wait.waitobj;
         if (arm == NULL || arm(waitobj, (PyObject *)mt) < 0) {
             if (arm == NULL) {
                 PyErr_SetString(PyExc_SystemError, "micro-thread suspended without a wait");
@@ -1118,25 +1186,22 @@ fail:
     if (w->blocked) {
         task_cancel_wait(w);
         w->blocked = 0;
-        w->what = NULL;
-        Py_CLEAR(w->what_obj);
+        task_clear_what(w);
     }
     return NULL;
 }
 
 /* The arm function given to PyDeferred_Defer() by this module's blocking
-   operations: the wait to arm is recorded in the task. */
+   operations: the wait to arm is recorded in the scheduler (one deferral
+   at a time per OS thread), the object to arm it on is the wait object. */
 static int
-arm_from_task(PyObject *Py_UNUSED(waitobj), PyObject *op)
+arm_from_task(PyObject *waitobj, PyObject *op)
 {
     Task *t = &MicroThread_CAST(op)->task;
-    arm_func arm = t->arm;
-    PyObject *obj = t->arm_obj;
-    t->arm = NULL;
-    t->arm_obj = NULL;
+    arm_func arm = t->sched->defer_arm;
+    t->sched->defer_arm = NULL;
     t->blocked = 1;
-    int rc = arm(obj, t);
-    Py_XDECREF(obj);
+    int rc = arm(waitobj, t);
     if (rc == 0 && t->blocked && task_arm_timers(t) < 0) {
         return -1;
     }
@@ -1148,9 +1213,9 @@ arm_from_task(PyObject *Py_UNUSED(waitobj), PyObject *op)
 static int
 checkpoint(Task *t)
 {
-    if (t->pending != NULL) {
-        PyErr_SetRaisedException(t->pending);
-        t->pending = NULL;
+    if (t->x != NULL && t->x->pending != NULL) {
+        PyErr_SetRaisedException(t->x->pending);
+        t->x->pending = NULL;
         return -1;
     }
     PyTime_t scope = task_deadline(t);
@@ -1175,7 +1240,7 @@ report_pinning(SchedulerObject *s, Task *t, const char *what)
         return 0;
     }
     PyObject *hook = Py_NewRef(s->pin_hook);
-    PyObject *r = PyObject_CallFunction(hook, "Os", (PyObject *)t->mt, what);
+    PyObject *r = PyObject_CallFunction(hook, "Os", (PyObject *)task_mt(t), what);
     Py_DECREF(hook);
     if (r == NULL) {
         /* A kill() or an interrupt raised by the hook is the call's
@@ -1203,10 +1268,10 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
       int kind, const IOWait *io)
 {
     Task *t = current_task(s);
-    if (t->mt != NULL && t->mt->core.closing) {
+    if (task_mt(t) != NULL && task_mt(t)->core.closing) {
         PyErr_Format(PyExc_RuntimeError,
                      "micro-thread %R cannot block (%s) while it is being closed",
-                     t->mt, what);
+                     task_mt(t), what);
         return NULL;
     }
     if (t->blocked || t->woken) {
@@ -1215,38 +1280,42 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
     }
     /* A deferral that never suspended (a monitoring callback replaced its
        CDeferred) leaves its wait behind: drop it. */
-    t->arm = NULL;
-    Py_CLEAR(t->arm_obj);
+    s->defer_arm = NULL;
     task_end_io(t);
     if (checkpoint(t) < 0) {
         return NULL;
     }
+    if ((io != NULL || what_obj != NULL) && task_extra(t) == NULL) {
+        return NULL;
+    }
     if (io != NULL) {
-        t->io = *io;
-        Py_XINCREF(t->io.state);
+        t->x->io = *io;
+        t->x->io.job = NULL;
+        Py_XINCREF(t->x->io.state);
     }
     t->what = what;
-    Py_XSETREF(t->what_obj, Py_XNewRef(what_obj));
+    if (t->x != NULL) {
+        Py_XSETREF(t->x->what_obj, Py_XNewRef(what_obj));
+    }
     t->block_deadline = deadline;
     t->block_deadline_kind = kind;
-    if (t->mt != NULL
+    if (task_mt(t) != NULL
         && (args != NULL ? PyDeferred_CanDefer(args) : PyDeferred_CanDeferIter(iter)))
     {
-        t->arm = arm;
-        t->arm_obj = Py_XNewRef(obj);
-        return PyDeferred_Defer(arm_from_task, NULL);
+        s->defer_arm = arm;
+        return PyDeferred_Defer(arm_from_task, obj);
     }
-    if (t->mt != NULL && report_pinning(s, t, what) < 0) {
-        t->what = NULL;
-        Py_CLEAR(t->what_obj);
+    if (task_mt(t) != NULL
+        && (report_pinning(s, t, what) < 0 || task_extra(t) == NULL))
+    {
+        task_clear_what(t);
         task_end_io(t);
         return NULL;
     }
     t->blocked = 1;
     if (arm(obj, t) < 0) {
         t->blocked = 0;
-        t->what = NULL;
-        Py_CLEAR(t->what_obj);
+        task_clear_what(t);
         task_end_io(t);
         return NULL;
     }
@@ -1256,11 +1325,17 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
         return NULL;
     }
     int was_pinned = t->pinned;
-    t->pinned = t->mt != NULL;
-    t->pinned_frame = _PyThreadState_GET()->current_frame;
+    _PyInterpreterFrame *was_pinned_frame = NULL;
+    if (task_mt(t) != NULL) {
+        t->pinned = 1;
+        was_pinned_frame = t->x->pinned_frame;
+        t->x->pinned_frame = _PyThreadState_GET()->current_frame;
+    }
     PyObject *res = run_until_woken(s, t);
-    t->pinned = was_pinned;
-    t->pinned_frame = NULL;
+    if (task_mt(t) != NULL) {
+        t->pinned = was_pinned;
+        t->x->pinned_frame = was_pinned_frame;
+    }
     return res;
 }
 
@@ -1312,7 +1387,6 @@ get_scheduler(module_state *st)
     s->steps_to_timer_check = 0;
     memset(&s->root, 0, sizeof(s->root));
     s->root.sched = s;
-    s->root.io.fd = -1;
     s->root.block_deadline = NO_DEADLINE;
     s->all_head = s->all_tail = NULL;
     s->counter = 0;
@@ -1331,6 +1405,7 @@ get_scheduler(module_state *st)
     s->pin_count = 0;
     s->pin_hook = NULL;
     s->main = NULL;
+    s->defer_arm = NULL;
     PyObject_GC_Track(s);
     ts->mt_scheduler = (PyObject *)s;
     return s;
@@ -1430,16 +1505,16 @@ scheduler_dealloc(PyObject *op)
     }
     PyMem_Free(s->ready);
     PyMem_Free(s->timers);
-    PyMem_Free(s->root.deadlines);
     collect_jobs(s);
     /* Offloaded calls still running keep their state (leaked): their
        worker may still use its memory. */
     for (IOJob *job = s->jobs, *next; job != NULL; job = next) {
         next = job->next;
         if (job->task != NULL) {
-            job->task->io_job = NULL;
+            job->task->x->io.job = NULL;
         }
     }
+    task_free_extra(&s->root);
     if (s->sink != NULL) {
         _mt_workers_release_sink(s->sink);
     }
@@ -1512,17 +1587,18 @@ task_blocked_text(Task *t)
     if (t->what == NULL) {
         Py_RETURN_NONE;
     }
-    if (t->what_obj != NULL && PyUnicode_Check(t->what_obj)) {
-        return Py_NewRef(t->what_obj);
+    PyObject *what_obj = task_what_obj(t);
+    if (what_obj != NULL && PyUnicode_Check(what_obj)) {
+        return Py_NewRef(what_obj);
     }
-    if (t->what_obj != NULL && t->mt != NULL
-        && PyObject_TypeCheck(t->what_obj, Py_TYPE(t->mt)))
+    if (what_obj != NULL && task_mt(t) != NULL
+        && PyObject_TypeCheck(what_obj, Py_TYPE(task_mt(t))))
     {
-        PyObject *name = microthread_name(MicroThread_CAST(t->what_obj));
+        PyObject *name = microthread_name(MicroThread_CAST(what_obj));
         return name == NULL ? NULL : PyUnicode_FromFormat("%s <%U>", t->what, name);
     }
-    if (t->what_obj != NULL && t->mt == NULL && strcmp(t->what, "run") != 0) {
-        return PyUnicode_FromFormat("%s %R", t->what, t->what_obj);
+    if (what_obj != NULL && task_mt(t) == NULL && strcmp(t->what, "run") != 0) {
+        return PyUnicode_FromFormat("%s %R", t->what, what_obj);
     }
     return PyUnicode_FromString(t->what);
 }
@@ -1576,14 +1652,16 @@ microthread_frames(MicroThreadObject *mt)
         return NULL;
     }
     _PyInterpreterFrame *f = NULL;
-    if (mt->finished || mt->core.base == NULL) {
+    if (mt->finished || mt->core.state == _PyMicroThread_CREATED
+        || mt->core.base == NULL)
+    {
         return list;
     }
     if (mt->core.state == _PyMicroThread_SUSPENDED) {
         f = mt->core.top;
     }
     else if (mt->core.state == _PyMicroThread_RUNNING) {
-        f = mt->task.pinned ? mt->task.pinned_frame
+        f = mt->task.pinned ? mt->task.x->pinned_frame
                             : _PyThreadState_GET()->current_frame;
     }
     for (; f != NULL; f = f->previous) {
@@ -1614,7 +1692,7 @@ microthread_stack(PyObject *op, PyObject *Py_UNUSED(ignored))
 static int
 check_owner_thread(MicroThreadObject *mt)
 {
-    if (mt->core.thread_id != _PyThreadState_GET()->id) {
+    if (mt->task.sched->thread_id != _PyThreadState_GET()->id) {
         PyErr_Format(PyExc_RuntimeError,
                      "%R belongs to another OS thread", mt);
         return -1;
@@ -1626,12 +1704,12 @@ check_owner_thread(MicroThreadObject *mt)
 static PyObject *
 microthread_outcome(MicroThreadObject *mt)
 {
-    if (mt->exception != NULL) {
+    if (mt->task.exc != NULL) {
         mt->retrieved = 1;
-        PyErr_SetRaisedException(Py_NewRef(mt->exception));
+        PyErr_SetRaisedException(Py_NewRef(mt->task.exc));
         return NULL;
     }
-    return Py_NewRef(mt->result);
+    return Py_NewRef(mt->task.value);
 }
 
 static PyObject *
@@ -1739,8 +1817,12 @@ microthread_throw_exc(MicroThreadObject *mt, PyObject *exc, int is_kill)
     /* Woken but not resumed yet: the outcome it was woken with (an item
        handed over, a lock granted) is not lost; the exception is raised at
        its next blocking call.  An earlier one still pending wins. */
-    if (t->pending == NULL) {
-        t->pending = exc;
+    if (task_extra(t) == NULL) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    if (t->x->pending == NULL) {
+        t->x->pending = exc;
     }
     else {
         Py_DECREF(exc);
@@ -1819,8 +1901,6 @@ microthread_traverse(PyObject *op, visitproc visit, void *arg)
     MicroThreadObject *mt = MicroThread_CAST(op);
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(mt->name);
-    Py_VISIT(mt->result);
-    Py_VISIT(mt->exception);
     Py_VISIT(mt->task.sched);
     int err = queue_traverse(&mt->joiners, visit, arg);
     if (err) {
@@ -1842,8 +1922,6 @@ microthread_clear(PyObject *op)
     }
     task_clear(&mt->task);
     _PyMicroThread_ClearCore(&mt->core);
-    Py_CLEAR(mt->result);
-    Py_CLEAR(mt->exception);
     return 0;
 }
 
@@ -1858,7 +1936,7 @@ microthread_finalize(PyObject *op)
     PyThreadState *tstate = _PyThreadState_GET();
     PyObject *saved = PyErr_GetRaisedException();
     if (!mt->finished && mt->core.state == _PyMicroThread_SUSPENDED) {
-        int can_run = mt->core.thread_id == tstate->id
+        int can_run = mt->task.sched->thread_id == tstate->id
                       && !_Py_IsInterpreterFinalizing(tstate->interp)
                       && ((_PyThreadStateImpl *)tstate)->mt_scheduler
                          == (PyObject *)mt->task.sched;
@@ -1868,21 +1946,25 @@ microthread_finalize(PyObject *op)
             t->blocked = t->woken = 0;
             Py_CLEAR(t->value);
             Py_CLEAR(t->exc);
-            Py_CLEAR(t->pending);
+            if (t->x != NULL) {
+                Py_CLEAR(t->x->pending);
+            }
             mt->core.closing = 1;
             PyObject *exc = PyObject_CallNoArgs(PyExc_MicroThreadExit);
             if (exc == NULL) {
                 PyErr_WriteUnraisable(op);
             }
             else {
-                int suspended;
+                _PyMicroThreadWait wait;
                 PyObject *res = _PyMicroThread_Run(tstate, &mt->core, NULL, exc,
-                                                   &suspended);
+                                                   &wait);
                 Py_DECREF(exc);
+                /* It cannot defer while closing. */
+                assert(!wait.suspended);
                 if (res != NULL) {
                     finish(mt, res, NULL);
                 }
-                else if (!suspended) {
+                else if (!wait.suspended) {
                     PyObject *err = PyErr_GetRaisedException();
                     if (!PyErr_GivenExceptionMatches(err, PyExc_MicroThreadExit)) {
                         PyErr_SetRaisedException(Py_NewRef(err));
@@ -1904,11 +1986,11 @@ microthread_finalize(PyObject *op)
             }
         }
     }
-    if (mt->finished && mt->exception != NULL && !mt->retrieved
-        && !PyErr_GivenExceptionMatches(mt->exception, PyExc_MicroThreadExit))
+    if (mt->finished && mt->task.exc != NULL && !mt->retrieved
+        && !PyErr_GivenExceptionMatches(mt->task.exc, PyExc_MicroThreadExit))
     {
         mt->retrieved = 1;
-        PyErr_SetRaisedException(Py_NewRef(mt->exception));
+        PyErr_SetRaisedException(Py_NewRef(mt->task.exc));
         PyErr_FormatUnraisable("Exception in micro-thread %R was never retrieved", op);
     }
     PyErr_SetRaisedException(saved);
@@ -1931,7 +2013,7 @@ microthread_dealloc(PyObject *op)
     }
     (void)microthread_clear(op);
     Py_CLEAR(mt->name);
-    PyMem_Free(mt->task.deadlines);
+    task_free_extra(&mt->task);
     Py_CLEAR(mt->task.sched);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -2024,6 +2106,28 @@ entry_args(SchedulerObject *s, PyObject **func, PyObject *args, PyObject *kwargs
     return newargs;
 }
 
+/* The contextvars context a new micro-thread starts in: a copy of the
+   current one, or NULL (a new reference either way) when the current one
+   holds no variable.  A micro-thread starting with NULL gets a new empty
+   context from the interpreter the first time it uses one -- the same as a
+   copy of an empty context, without a Context object for each of the many
+   micro-threads that never touch a ContextVar. */
+static int
+start_context(PyObject **context)
+{
+    PyObject *current = _PyThreadState_GET()->context;
+    *context = NULL;
+    if (current == NULL) {
+        return 0;
+    }
+    Py_ssize_t n = PyObject_Length(current);
+    if (n <= 0) {
+        return (int)n;
+    }
+    *context = PyContext_CopyCurrent();
+    return *context == NULL ? -1 : 0;
+}
+
 static MicroThreadObject *
 microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kwargs)
 {
@@ -2031,32 +2135,30 @@ microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kw
     if (args == NULL) {
         return NULL;
     }
-    PyObject *context = PyContext_CopyCurrent();
-    if (context == NULL) {
+    PyObject *context;
+    if (start_context(&context) < 0) {
         Py_DECREF(args);
         return NULL;
     }
     MicroThreadObject *mt = PyObject_GC_New(MicroThreadObject,
                                             (PyTypeObject *)s->microthread_type);
     if (mt == NULL) {
-        Py_DECREF(context);
+        Py_XDECREF(context);
         Py_DECREF(args);
         return NULL;
     }
-    _PyMicroThread_InitCore(&mt->core, (PyObject *)mt, func, args, kwargs, context);
-    Py_DECREF(context);
+    _PyMicroThread_InitCore(&mt->core, func, args, kwargs, context);
+    Py_XDECREF(context);
     Py_DECREF(args);
     memset(&mt->task, 0, sizeof(mt->task));
     mt->task.sched = (SchedulerObject *)Py_NewRef(s);
-    mt->task.mt = mt;
     mt->task.block_deadline = NO_DEADLINE;
     /* The name is made when first asked for: most micro-threads never
        need it, and it is a third of an idle one's size. */
     mt->name = NULL;
     mt->number = ++s->counter;
-    mt->result = mt->exception = NULL;
     mt->finished = mt->retrieved = mt->in_ready = 0;
-    queue_init(&mt->joiners, (PyObject *)mt, NULL);
+    queue_init(&mt->joiners, NULL);
     mt->all_prev = mt->all_next = NULL;
     mt->in_all = 0;
     mt->weakreflist = NULL;
@@ -2174,8 +2276,8 @@ pipe_admit_putter(PipeObject *p)
     if (w == NULL || (p->maxsize > 0 && p->len >= p->maxsize)) {
         return 0;
     }
-    PyObject *item = w->qitem;
-    w->qitem = NULL;
+    PyObject *item = w->x->qitem;
+    w->x->qitem = NULL;
     if (pipe_append(p, item) < 0) {
         return -1;
     }
@@ -2212,8 +2314,8 @@ pipe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     p->maxsize = maxsize;
     p->thread_id = _PyThreadState_GET()->id;
-    queue_init(&p->getters, (PyObject *)p, NULL);
-    queue_init(&p->putters, (PyObject *)p, NULL);
+    queue_init(&p->getters, NULL);
+    queue_init(&p->putters, NULL);
     return (PyObject *)p;
 }
 
@@ -2324,11 +2426,14 @@ pipe_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Task *t = current_task(s);
-    Py_XSETREF(t->qitem, Py_NewRef(item));
+    if (task_extra(t) == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(t->x->qitem, Py_NewRef(item));
     PyObject *res = block(s, args, NULL, arm_pipe_put, op, "MicroPipe.put", NULL,
                           NO_DEADLINE, TIMER_TIMEOUT, NULL);
-    if (res == NULL && t->arm == NULL && t->queue == NULL) {
-        Py_CLEAR(t->qitem);   /* failed before blocking (not deferred) */
+    if (res == NULL && s->defer_arm == NULL && t->queue == NULL) {
+        Py_CLEAR(t->x->qitem);   /* failed before blocking (not deferred) */
     }
     return res;
 }
@@ -2497,9 +2602,9 @@ typedef struct {
 #define Waiter_CAST(op) ((WaiterObject *)(op))
 
 static void
-waiter_on_cancel(PyObject *op, Task *Py_UNUSED(t))
+waiter_on_cancel(WaitQueue *q, Task *Py_UNUSED(t))
 {
-    Waiter_CAST(op)->abandoned = 1;
+    ((WaiterObject *)((char *)q - offsetof(WaiterObject, queue)))->abandoned = 1;
 }
 
 static PyObject *
@@ -2510,7 +2615,7 @@ waiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     WaiterObject *w = (WaiterObject *)type->tp_alloc(type, 0);
     if (w != NULL) {
-        queue_init(&w->queue, (PyObject *)w, waiter_on_cancel);
+        queue_init(&w->queue, waiter_on_cancel);
     }
     return (PyObject *)w;
 }
@@ -2545,10 +2650,9 @@ waiter_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (s == NULL) {
         return NULL;
     }
-    Task *t = current_task(s);
     PyObject *res = block(s, args, NULL, arm_waiter, op, "_Waiter.wait", blocked_on,
                           NO_DEADLINE, TIMER_TIMEOUT, NULL);
-    if (res == NULL && t->arm == NULL && !w->has_outcome) {
+    if (res == NULL && s->defer_arm == NULL && !w->has_outcome) {
         /* It gave up before it blocked (a pending kill, an expired
            timeout): nobody may hand it anything any more. */
         w->abandoned = 1;
@@ -2763,13 +2867,13 @@ deadlock_message(SchedulerObject *s, Task *waiting)
     if (what == NULL) {
         goto fail;
     }
-    PyObject *head = waiting->mt == NULL
+    PyObject *head = task_mt(waiting) == NULL
         ? PyUnicode_FromFormat("deadlock: the OS thread's root waits (%S), and every "
                                "micro-thread is blocked with nothing that can wake it:",
                                what)
         : PyUnicode_FromFormat("deadlock: %R waits (%S) below other blocked "
                                "micro-threads, and nothing can wake it:",
-                               (PyObject *)waiting->mt, what);
+                               (PyObject *)task_mt(waiting), what);
     Py_DECREF(what);
     if (head == NULL || PyList_Append(lines, head) < 0) {
         Py_XDECREF(head);
@@ -2978,7 +3082,7 @@ mt_current(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     if (core == NULL) {
         Py_RETURN_NONE;
     }
-    return Py_NewRef(core->owner);
+    return Py_NewRef((PyObject *)microthread_of_core(core));
 }
 
 static PyObject *
@@ -3022,7 +3126,7 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (delay == 0) {
         Task *t = current_task(s);
-        if (t->mt != NULL && PyDeferred_CanDefer(args)) {
+        if (task_mt(t) != NULL && PyDeferred_CanDefer(args)) {
             return block(s, args, NULL, arm_yield, NULL, "sleep", NULL,
                          NO_DEADLINE, TIMER_TIMEOUT, NULL);
         }
@@ -3061,19 +3165,23 @@ mt_push_deadline(PyObject *module, PyObject *deadline_obj)
         return NULL;
     }
     Task *t = current_task(s);
-    if (t->ndeadlines == t->cap_deadlines) {
-        int cap = t->cap_deadlines ? t->cap_deadlines * 2 : 4;
-        PyTime_t *d = PyMem_Resize(t->deadlines, PyTime_t, cap);
+    TaskExtra *x = task_extra(t);
+    if (x == NULL) {
+        return NULL;
+    }
+    if (x->ndeadlines == x->cap_deadlines) {
+        int cap = x->cap_deadlines ? x->cap_deadlines * 2 : 4;
+        PyTime_t *d = PyMem_Resize(x->deadlines, PyTime_t, cap);
         if (d == NULL) {
             return PyErr_NoMemory();
         }
-        t->deadlines = d;
-        t->cap_deadlines = cap;
+        x->deadlines = d;
+        x->cap_deadlines = cap;
     }
     /* None shields the block from the scopes around it. */
     PyTime_t earliest = deadline_obj == Py_None ? NO_DEADLINE : task_deadline(t);
-    t->deadlines[t->ndeadlines++] = deadline < earliest ? deadline : earliest;
-    return PyLong_FromLong(t->ndeadlines);
+    x->deadlines[x->ndeadlines++] = deadline < earliest ? deadline : earliest;
+    return PyLong_FromLong(x->ndeadlines);
 }
 
 static PyObject *
@@ -3088,12 +3196,12 @@ mt_pop_deadline(PyObject *module, PyObject *token)
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (n != t->ndeadlines || n <= 0) {
+    if (t->x == NULL || n != t->x->ndeadlines || n <= 0) {
         PyErr_SetString(PyExc_RuntimeError,
                         "timeout scopes must be left in the reverse order of entry");
         return NULL;
     }
-    t->ndeadlines--;
+    t->x->ndeadlines--;
     Py_RETURN_NONE;
 }
 
@@ -3105,7 +3213,7 @@ mt_current_task(PyObject *module, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Task *t = current_task(s);
-    return Py_NewRef(t->mt != NULL ? (PyObject *)t->mt : (PyObject *)s);
+    return Py_NewRef(task_mt(t) != NULL ? (PyObject *)task_mt(t) : (PyObject *)s);
 }
 
 /* Kill every unfinished micro-thread of the scheduler (a kill that is

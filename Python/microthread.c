@@ -10,6 +10,7 @@
 #include "pycore_code.h"          // _Py_GetBaseOpcode()
 #include "pycore_frame.h"         // _PyInterpreterFrame
 #include "pycore_microthread.h"
+#include "pycore_object.h"        // _PyObject_GC_TRACK()
 #include "pycore_opcode_metadata.h"  // _PyOpcode_Caches
 #include "pycore_pyerrors.h"      // _PyErr_SetRaisedException()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
@@ -117,20 +118,20 @@ PyDeferred_CanDeferIter(PyObject *iter)
 int
 PyDeferred_TakeOutcome(PyObject *self, PyObject **value)
 {
-    _PyMicroThreadCore *mt = TSTATE_IMPL(_PyThreadState_GET())->mt_current;
+    _PyThreadStateImpl *ts = TSTATE_IMPL(_PyThreadState_GET());
     *value = NULL;
-    if (mt == NULL || mt->outcome_for != self) {
+    if (ts->mt_outcome_for != self || self == NULL) {
         return 0;
     }
-    mt->outcome_for = NULL;
-    if (mt->outcome_exc != NULL) {
-        PyErr_SetRaisedException(mt->outcome_exc);
-        mt->outcome_exc = NULL;
-        Py_CLEAR(mt->outcome_value);
+    ts->mt_outcome_for = NULL;
+    if (ts->mt_outcome_exc != NULL) {
+        PyErr_SetRaisedException(ts->mt_outcome_exc);
+        ts->mt_outcome_exc = NULL;
+        Py_CLEAR(ts->mt_outcome_value);
     }
     else {
-        *value = mt->outcome_value;
-        mt->outcome_value = NULL;
+        *value = ts->mt_outcome_value;
+        ts->mt_outcome_value = NULL;
     }
     return 1;
 }
@@ -179,11 +180,10 @@ PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
         }
     }
     assert(!_PyErr_Occurred(tstate));
-    mt->defer_frame = tstate->current_frame;
-    mt->defer_instr = tstate->current_frame->instr_ptr;
-    mt->defer_pending = 1;
-    mt->arm = arm;
-    Py_XSETREF(mt->waitobj, Py_XNewRef(waitobj));
+    ts->mt_defer_frame = tstate->current_frame;
+    ts->mt_defer_instr = tstate->current_frame->instr_ptr;
+    ts->mt_defer_arm = arm;
+    Py_XSETREF(ts->mt_defer_waitobj, Py_XNewRef(waitobj));
     /* No __context__ chaining, and the eval loop stops it before any
        traceback is made. */
     _PyErr_SetRaisedException(tstate, Py_NewRef(ts->mt_defer_exc));
@@ -191,51 +191,38 @@ PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
 }
 
 static void
-drop_outcome(_PyMicroThreadCore *mt)
+drop_outcome(_PyThreadStateImpl *ts)
 {
-    mt->outcome_for = NULL;
-    Py_CLEAR(mt->outcome_value);
-    Py_CLEAR(mt->outcome_exc);
+    ts->mt_outcome_for = NULL;
+    Py_CLEAR(ts->mt_outcome_value);
+    Py_CLEAR(ts->mt_outcome_exc);
 }
 
 static void
-drop_pending(_PyMicroThreadCore *mt)
+drop_pending(_PyThreadStateImpl *ts)
 {
-    mt->defer_pending = 0;
-    mt->defer_frame = NULL;
-    mt->defer_instr = NULL;
-    mt->arm = NULL;
-    Py_CLEAR(mt->waitobj);
+    ts->mt_defer_frame = NULL;
+    ts->mt_defer_instr = NULL;
+    ts->mt_defer_arm = NULL;
+    Py_CLEAR(ts->mt_defer_waitobj);
 }
 
 
 /* ---------------------------------------------------------------------- */
 /* Heap frames */
 
+/* A heap frame is nothing but the frame: which micro-thread owns it is
+   known wherever one is freed (the running one, or the one being cleared),
+   so a header would only cost memory. */
 static _PyInterpreterFrame *
-alloc_heap_frame(_PyMicroThreadCore *mt, PyCodeObject *code)
+alloc_heap_frame(PyCodeObject *code)
 {
-    size_t size = offsetof(_PyMicroThreadFrame, frame)
-                  + (size_t)code->co_framesize * sizeof(PyObject *);
-    _PyMicroThreadFrame *h = PyMem_Malloc(size);
-    if (h == NULL) {
-        return NULL;
-    }
-    h->mt = mt;
-    h->_pad = NULL;
-    return &h->frame;
+    return PyMem_Malloc((size_t)code->co_framesize * sizeof(PyObject *));
 }
 
 static void
-free_heap_frame_memory(_PyInterpreterFrame *frame)
+free_heap_frame(_PyMicroThreadCore *mt, _PyInterpreterFrame *frame)
 {
-    PyMem_Free((char *)frame - offsetof(_PyMicroThreadFrame, frame));
-}
-
-void
-_PyMicroThread_FreeFrame(_PyInterpreterFrame *frame)
-{
-    _PyMicroThreadCore *mt = _PyFrame_GetMicroThread(frame);
     assert(mt->nheap > 0);
     mt->nheap--;
     if (frame == mt->base) {
@@ -244,22 +231,37 @@ _PyMicroThread_FreeFrame(_PyInterpreterFrame *frame)
     if (frame == mt->top) {
         mt->top = NULL;
     }
-    free_heap_frame_memory(frame);
+    PyMem_Free(frame);
+}
+
+void
+_PyMicroThread_FreeFrame(PyThreadState *tstate, _PyInterpreterFrame *frame)
+{
+    /* Heap frames return or unwind only while their micro-thread runs. */
+    free_heap_frame(TSTATE_IMPL(tstate)->mt_current, frame);
 }
 
 int
 _PyMicroThread_FrameIsSuspended(_PyInterpreterFrame *frame)
 {
-    return _PyFrame_GetMicroThread(frame)->state == _PyMicroThread_SUSPENDED;
+    /* A heap frame is running when it is in this OS thread's chain of
+       frames (the running micro-thread's, or one running nested under a
+       C call of another); otherwise it is suspended.  Used only by frame
+       object methods, so the walk costs nothing elsewhere. */
+    PyThreadState *tstate = _PyThreadState_GET();
+    for (_PyInterpreterFrame *f = tstate->current_frame; f != NULL; f = f->previous) {
+        if (f == frame) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int
-refuse_suspension(PyThreadState *tstate, _PyMicroThreadCore *mt, const char *why)
+refuse_suspension(PyThreadState *tstate, const char *why)
 {
     _PyErr_Clear(tstate);   /* the CDeferred instance */
-    if (mt != NULL) {
-        drop_pending(mt);
-    }
+    drop_pending(TSTATE_IMPL(tstate));
     _PyErr_Format(tstate, PyExc_SystemError,
                   "a deferring call could not suspend its micro-thread: %s", why);
     return -1;
@@ -274,13 +276,14 @@ refuse_suspension(PyThreadState *tstate, _PyMicroThreadCore *mt, const char *why
 int
 _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
 {
-    _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
-    if (mt == NULL || !mt->defer_pending || mt->base == NULL) {
-        return refuse_suspension(tstate, mt, "no micro-thread deferral is pending");
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    _PyMicroThreadCore *mt = ts->mt_current;
+    if (mt == NULL || ts->mt_defer_frame == NULL || mt->base == NULL) {
+        return refuse_suspension(tstate, "no micro-thread deferral is pending");
     }
     int op = frame_base_opcode(frame);
     int reexecute = op == FOR_ITER;
-    if (mt->defer_frame != frame || mt->defer_instr != frame->instr_ptr
+    if (ts->mt_defer_frame != frame || ts->mt_defer_instr != frame->instr_ptr
         || !(is_call_opcode(op) || reexecute)
         || (reexecute && (frame->stacktop < 1
                           || frame->localsplus[frame->stacktop - 1]
@@ -289,7 +292,7 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
         /* A C function between the call and the deferral swallowed or
            replaced the call's outcome; suspending would resume the wrong
            call. */
-        return refuse_suspension(tstate, mt, "it was not called directly by Python code");
+        return refuse_suspension(tstate, "it was not called directly by Python code");
     }
 
     /* Pass 1: allocate a heap block for each frame still on the data stack. */
@@ -309,23 +312,23 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
         heap = PyMem_New(_PyInterpreterFrame *, nthread);
         if (heap == NULL) {
             _PyErr_Clear(tstate);
-            drop_pending(mt);
+            drop_pending(ts);
             PyErr_NoMemory();
             return -1;
         }
     }
     int i = 0;
     for (_PyInterpreterFrame *f = frame; i < nthread; f = f->previous, i++) {
-        heap[i] = alloc_heap_frame(mt, _PyFrame_GetCode(f));
+        heap[i] = alloc_heap_frame(_PyFrame_GetCode(f));
         if (heap[i] == NULL) {
             while (--i >= 0) {
-                free_heap_frame_memory(heap[i]);
+                PyMem_Free(heap[i]);
             }
             if (heap != small) {
                 PyMem_Free(heap);
             }
             _PyErr_Clear(tstate);
-            drop_pending(mt);
+            drop_pending(ts);
             PyErr_NoMemory();
             return -1;
         }
@@ -372,9 +375,8 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
     mt->top = top;
     mt->base->previous = NULL;
     mt->state = _PyMicroThread_SUSPENDED;
-    mt->defer_pending = 0;
-    mt->defer_frame = NULL;
-    mt->defer_instr = NULL;
+    ts->mt_defer_frame = NULL;
+    ts->mt_defer_instr = NULL;
     mt->instr_version = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker)
                         & ~_PY_EVAL_EVENTS_MASK;
     /* Each frame of the chain counted one Python recursion level; it is
@@ -403,16 +405,20 @@ _PyMicroThread_ResumeFrames(PyThreadState *tstate, _PyInterpreterFrame *base)
 /* The runner */
 
 void
-_PyMicroThread_InitCore(_PyMicroThreadCore *mt, PyObject *owner,
+_PyMicroThread_InitCore(_PyMicroThreadCore *mt,
                         PyObject *func, PyObject *args, PyObject *kwargs,
                         PyObject *context)
 {
     memset(mt, 0, sizeof(*mt));
     mt->state = _PyMicroThread_CREATED;
-    mt->owner = owner;
-    mt->thread_id = _PyThreadState_GET()->id;
     mt->func = Py_NewRef(func);
     mt->args = Py_NewRef(args);
+    /* Nobody else has args (see the header): until the first run its items
+       are visited through the micro-thread, and the collector has one
+       object less to track for each micro-thread waiting to start. */
+    if (_PyObject_GC_IS_TRACKED(args)) {
+        _PyObject_GC_UNTRACK(args);
+    }
     mt->kwargs = Py_XNewRef(kwargs);
     mt->context = Py_XNewRef(context);
 }
@@ -442,7 +448,10 @@ static PyObject *
 first_run(PyThreadState *tstate, _PyMicroThreadCore *mt)
 {
     PyObject *func = mt->func, *args = mt->args, *kwargs = mt->kwargs;
-    mt->func = mt->args = mt->kwargs = NULL;
+    mt->func = mt->args = mt->kwargs = NULL;    /* base, top, instr_version */
+    if (!_PyObject_GC_IS_TRACKED(args) && PyTuple_GET_SIZE(args) > 0) {
+        _PyObject_GC_TRACK(args);       /* the callee may keep it */
+    }
     if (PyMethod_Check(func) && PyFunction_Check(PyMethod_GET_FUNCTION(func))) {
         /* A bound method: call its function with self prepended. */
         Py_ssize_t n = PyTuple_GET_SIZE(args);
@@ -483,15 +492,12 @@ first_run(PyThreadState *tstate, _PyMicroThreadCore *mt)
 
 PyObject *
 _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
-                   PyObject *value, PyObject *exc, int *suspended)
+                   PyObject *value, PyObject *exc, _PyMicroThreadWait *wait)
 {
     _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
-    *suspended = 0;
-    if (mt->thread_id != tstate->id) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "a micro-thread can only run in the OS thread that started it");
-        return NULL;
-    }
+    wait->suspended = 0;
+    wait->arm = NULL;
+    wait->waitobj = NULL;
     if (mt->state != _PyMicroThread_CREATED && mt->state != _PyMicroThread_SUSPENDED) {
         PyErr_SetString(PyExc_RuntimeError,
                         mt->state == _PyMicroThread_RUNNING
@@ -508,13 +514,16 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
     /* Swap the micro-thread's state in. */
     int first = mt->state == _PyMicroThread_CREATED;
     mt->state = _PyMicroThread_RUNNING;
-    mt->prev_current = ts->mt_current;
+    _PyMicroThreadCore *prev_current = ts->mt_current;
     ts->mt_current = mt;
     /* Its handled-exception chain ends at itself: sys.exception() in a
-       micro-thread never sees the exception handled by whoever runs it. */
-    mt->saved_exc_info = tstate->exc_info;
-    mt->exc_state.previous_item = NULL;
-    tstate->exc_info = &mt->exc_state;
+       micro-thread never sees the exception handled by whoever runs it.
+       The item is needed only while it runs (no generator frame can be
+       suspended with it), so it lives here. */
+    _PyErr_StackItem *saved_exc_info = tstate->exc_info;
+    _PyErr_StackItem exc_state = {.exc_value = mt->exc_value, .previous_item = NULL};
+    mt->exc_value = NULL;
+    tstate->exc_info = &exc_state;
     PyObject *saved_context = tstate->context;
     tstate->context = mt->context;
     mt->context = NULL;
@@ -534,10 +543,10 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
         }
         if (mt->reexecute) {
             /* The instruction that deferred runs again and takes this. */
-            drop_outcome(mt);
-            mt->outcome_exc = exc;
-            mt->outcome_value = exc == NULL ? Py_NewRef(value) : NULL;
-            mt->outcome_for = mt->top->localsplus[mt->top->stacktop - 1];
+            drop_outcome(ts);
+            ts->mt_outcome_exc = exc;
+            ts->mt_outcome_value = exc == NULL ? Py_NewRef(value) : NULL;
+            ts->mt_outcome_for = mt->top->localsplus[mt->top->stacktop - 1];
         }
         else if (exc != NULL) {
             _PyErr_SetRaisedException(tstate, exc);
@@ -554,7 +563,14 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
         && tstate->current_exception == ts->mt_defer_exc)
     {
         Py_DECREF(_PyErr_GetRaisedException(tstate));
-        *suspended = 1;
+        wait->suspended = 1;
+        wait->arm = ts->mt_defer_arm;
+        wait->waitobj = ts->mt_defer_waitobj;
+        ts->mt_defer_arm = NULL;
+        ts->mt_defer_waitobj = NULL;
+        if (ts->mt_outcome_for != NULL) {
+            drop_outcome(ts);       /* not taken: nothing may find it later */
+        }
     }
     else {
         mt->state = _PyMicroThread_FINISHED;
@@ -562,8 +578,9 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
            that never left the data stack was popped like any other. */
         assert(mt->nheap == 0);
         mt->base = mt->top = NULL;
-        drop_pending(mt);
-        drop_outcome(mt);
+        mt->instr_version = 0;
+        drop_pending(ts);
+        drop_outcome(ts);
         if (res == NULL && ts->mt_defer_exc != NULL
             && tstate->current_exception == ts->mt_defer_exc)
         {
@@ -574,17 +591,16 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
     }
 
     /* Swap it out. */
-    assert(tstate->exc_info == &mt->exc_state);
-    tstate->exc_info = mt->saved_exc_info;
-    mt->saved_exc_info = NULL;
+    assert(tstate->exc_info == &exc_state);
+    tstate->exc_info = saved_exc_info;
     mt->context = tstate->context;
     tstate->context = saved_context;
     tstate->context_ver++;
-    ts->mt_current = mt->prev_current;
-    mt->prev_current = NULL;
+    ts->mt_current = prev_current;
     if (mt->state == _PyMicroThread_FINISHED) {
-        _PyErr_ClearExcState(&mt->exc_state);
+        Py_CLEAR(exc_state.exc_value);
     }
+    mt->exc_value = exc_state.exc_value;
     return res;
 }
 
@@ -601,14 +617,16 @@ _PyMicroThread_Current(PyThreadState *tstate)
 int
 _PyMicroThread_Traverse(_PyMicroThreadCore *mt, visitproc visit, void *arg)
 {
-    Py_VISIT(mt->func);
-    Py_VISIT(mt->args);
-    Py_VISIT(mt->kwargs);
+    if (mt->state == _PyMicroThread_CREATED) {
+        Py_VISIT(mt->func);
+        /* Not tracked: its items are the micro-thread's references. */
+        for (Py_ssize_t i = PyTuple_GET_SIZE(mt->args); --i >= 0; ) {
+            Py_VISIT(PyTuple_GET_ITEM(mt->args, i));
+        }
+        Py_VISIT(mt->kwargs);
+    }
     Py_VISIT(mt->context);
-    Py_VISIT(mt->waitobj);
-    Py_VISIT(mt->outcome_value);
-    Py_VISIT(mt->outcome_exc);
-    Py_VISIT(mt->exc_state.exc_value);
+    Py_VISIT(mt->exc_value);
     /* A running micro-thread's frames are on the C stack, roots like any
        running code's; only suspended ones belong to it. */
     if (mt->state == _PyMicroThread_SUSPENDED) {
@@ -639,10 +657,11 @@ _PyMicroThread_ClearFrames(_PyMicroThreadCore *mt)
         _PyFrame_ClearExceptCode(f);
         Py_DECREF(f->f_executable);
         tstate->c_recursion_remaining++;
-        _PyMicroThread_FreeFrame(f);
+        free_heap_frame(mt, f);
     }
     assert(mt->nheap == 0);
     mt->base = NULL;
+    mt->instr_version = 0;
     mt->state = _PyMicroThread_FINISHED;
 }
 
@@ -650,11 +669,12 @@ void
 _PyMicroThread_ClearCore(_PyMicroThreadCore *mt)
 {
     _PyMicroThread_ClearFrames(mt);
-    drop_pending(mt);
-    drop_outcome(mt);
-    Py_CLEAR(mt->func);
-    Py_CLEAR(mt->args);
-    Py_CLEAR(mt->kwargs);
+    if (mt->state == _PyMicroThread_CREATED) {
+        Py_CLEAR(mt->func);
+        Py_CLEAR(mt->args);
+        Py_CLEAR(mt->kwargs);
+        mt->state = _PyMicroThread_FINISHED;    /* never to run */
+    }
     Py_CLEAR(mt->context);
-    _PyErr_ClearExcState(&mt->exc_state);
+    Py_CLEAR(mt->exc_value);
 }

@@ -272,6 +272,31 @@ def test_contextvars_are_copied_at_start(mt):
     assert var.get() == "changed after start"
 
 
+def test_contextvars_from_an_empty_context(mt):
+    # Started where no variable is set: the micro-thread still has a
+    # context of its own, empty, that nobody else sees.
+    var = contextvars.ContextVar("var", default="default")
+    pipe = mt.MicroPipe()
+
+    def child():
+        seen = var.get()
+        var.set("child")
+        pipe.get()
+        return seen, var.get(), len(contextvars.copy_context())
+
+    def starter():
+        thread = mt.start(child)
+        var.set("set by the starter after start")
+        mt.sleep(0)
+        return thread, var.get()
+
+    thread, starter_sees = contextvars.Context().run(starter)
+    assert starter_sees == "set by the starter after start"
+    assert var.get() == "default"
+    pipe.put(None)
+    assert thread.join() == ("default", "child", 1)
+
+
 def test_contextvars_are_inherited_by_grandchildren(mt):
     var = contextvars.ContextVar("var")
 

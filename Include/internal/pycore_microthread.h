@@ -41,64 +41,52 @@ typedef enum {
 } _PyMicroThread_State;
 
 typedef struct _PyMicroThreadCore {
-    int state;                      /* _PyMicroThread_State */
-    int closing;                    /* being closed: deferral refused */
-    PyObject *owner;                /* borrowed: the object embedding this */
-    unsigned long long thread_id;   /* tstate->id of the creating OS thread */
-
-    /* The first run calls func(*args, **kwargs); all three are cleared
-       once it has started. */
-    PyObject *func;
-    PyObject *args;                 /* tuple */
-    PyObject *kwargs;               /* dict or NULL */
-
-    /* Frames.  base is the micro-thread's outermost Python frame (NULL if
-       func is not a Python function: such a micro-thread can never defer).
-       While suspended, top is the innermost frame and every frame from top
-       to base is a heap frame (FRAME_OWNED_BY_MICROTHREAD). */
-    _PyInterpreterFrame *base;
-    _PyInterpreterFrame *top;
+    unsigned char state;            /* _PyMicroThread_State */
+    unsigned char closing;          /* being closed: deferral refused */
+    unsigned char reexecute;        /* resumes by executing FOR_ITER again */
     int nheap;                      /* number of live heap frames */
 
-    /* The pending deferral: where it was requested (checked when
-       suspending) and what arms the wake-up once suspended. */
-    _PyInterpreterFrame *defer_frame;
-    _Py_CODEUNIT *defer_instr;
-    int defer_pending;
-    PyDeferred_ArmFunc arm;
-    PyObject *waitobj;
+    union {
+        /* CREATED: the first run calls func(*args, **kwargs). */
+        struct {
+            PyObject *func;
+            PyObject *args;         /* tuple, not tracked by the GC */
+            PyObject *kwargs;       /* dict or NULL */
+        };
+        /* Once started (all NULL when FINISHED).  base is the outermost
+           Python frame (NULL if func is not a Python function: such a
+           micro-thread can never defer).  While suspended, top is the
+           innermost frame and every frame from top to base is a heap frame
+           (FRAME_OWNED_BY_MICROTHREAD): a block of PyMem memory holding
+           just the frame. */
+        struct {
+            _PyInterpreterFrame *base;
+            _PyInterpreterFrame *top;
+            uintptr_t instr_version;  /* instrumentation version at suspension */
+        };
+    };
 
-    /* Resuming by executing the deferring instruction again (FOR_ITER):
-       the outcome waits here for the iterator's tp_iternext. */
-    int reexecute;
-    PyObject *outcome_for;          /* borrowed, compared: the iterator */
-    PyObject *outcome_value;
-    PyObject *outcome_exc;
-
-    /* Per-micro-thread interpreter state, swapped in while it runs. */
-    _PyErr_StackItem exc_state;     /* handled exception (sys.exception()) */
-    _PyErr_StackItem *saved_exc_info; /* the runner's, while it runs */
-    PyObject *context;              /* contextvars.Context while not running */
-    uintptr_t instr_version;        /* instrumentation version at suspension */
-    struct _PyMicroThreadCore *prev_current;  /* runner nesting */
+    /* Per-micro-thread interpreter state, swapped in while it runs.  What
+       is needed only while it runs or defers (the runner's state, the
+       pending deferral) lives in the thread state instead, so that an idle
+       micro-thread is small. */
+    PyObject *exc_value;            /* handled exception (sys.exception()) */
+    PyObject *context;              /* contextvars.Context, or NULL for a
+                                       new empty one on first use */
 } _PyMicroThreadCore;
 
-/* A frame moved to the heap: a small header, then the frame itself. */
+/* How a run ended, if it suspended: what the micro-thread waits for (the
+   arguments it gave to PyDeferred_Defer()). */
 typedef struct {
-    _PyMicroThreadCore *mt;         /* borrowed: the micro-thread owning it */
-    void *_pad;                     /* keep the frame 16-byte aligned */
-    _PyInterpreterFrame frame;      /* followed by the rest of localsplus */
-} _PyMicroThreadFrame;
+    int suspended;
+    PyDeferred_ArmFunc arm;
+    PyObject *waitobj;              /* a new reference, or NULL */
+} _PyMicroThreadWait;
 
-static inline _PyMicroThreadCore *
-_PyFrame_GetMicroThread(_PyInterpreterFrame *f)
-{
-    assert(f->owner == FRAME_OWNED_BY_MICROTHREAD);
-    return ((_PyMicroThreadFrame *)((char *)f - offsetof(_PyMicroThreadFrame, frame)))->mt;
-}
-
-/* Lifecycle of a core (the embedding object calls these). */
-extern void _PyMicroThread_InitCore(_PyMicroThreadCore *mt, PyObject *owner,
+/* Lifecycle of a core (the embedding object calls these).  InitCore takes
+   new references; args must be a tuple that nobody else references (it is
+   untracked by the collector until the first run). */
+extern void _PyMicroThread_InitCore(_PyMicroThreadCore *mt,
                                     PyObject *func, PyObject *args,
                                     PyObject *kwargs, PyObject *context);
 extern int _PyMicroThread_Traverse(_PyMicroThreadCore *mt, visitproc visit, void *arg);
@@ -108,13 +96,14 @@ extern void _PyMicroThread_ClearCore(_PyMicroThreadCore *mt);
 
 /* Run a micro-thread that is CREATED, or resume a SUSPENDED one with value
    (a new reference is taken) or, if exc is not NULL, with exc raised at its
-   suspension point.  Returns the result when it finishes; NULL with an
-   exception set when it finishes with one; NULL with *suspended set and no
-   exception when it suspended again. */
+   suspension point.  It must have been made in this OS thread (the caller
+   checks).  Returns the result when it finishes; NULL with an exception set
+   when it finishes with one; NULL with no exception and wait->suspended set
+   when it suspended again, and then *wait tells what it waits for. */
 PyAPI_FUNC(PyObject *) _PyMicroThread_Run(PyThreadState *tstate,
                                           _PyMicroThreadCore *mt,
                                           PyObject *value, PyObject *exc,
-                                          int *suspended);
+                                          _PyMicroThreadWait *wait);
 
 /* The running micro-thread of this OS thread, or NULL. */
 PyAPI_FUNC(_PyMicroThreadCore *) _PyMicroThread_Current(PyThreadState *tstate);
@@ -139,7 +128,9 @@ extern int _PyMicroThread_SuspendFrames(PyThreadState *tstate,
                                         _PyInterpreterFrame *frame);
 extern _PyInterpreterFrame *_PyMicroThread_ResumeFrames(PyThreadState *tstate,
                                                         _PyInterpreterFrame *base);
-extern void _PyMicroThread_FreeFrame(_PyInterpreterFrame *frame);
+/* Free a heap frame of the running micro-thread once it has been cleared. */
+extern void _PyMicroThread_FreeFrame(PyThreadState *tstate,
+                                     _PyInterpreterFrame *frame);
 
 /* For frame objects (Objects/frameobject.c). */
 extern int _PyMicroThread_FrameIsSuspended(_PyInterpreterFrame *frame);

@@ -510,6 +510,28 @@ class SuspensionTests(MicroThreadTestCase):
         pipe.put(None)
         self.assertIsInstance(t.join(), Marker)
 
+    def test_gc_sees_the_arguments_of_a_micro_thread_not_started(self):
+        # The argument tuple is the micro-thread's alone until it starts:
+        # the collector reaches the arguments through the micro-thread.
+        class Node:
+            pass
+
+        node = Node()
+        t = micro_thread.start(lambda n: n, node)
+        node.t = t                  # a cycle through the argument
+        self.assertTrue(any(r is node for r in gc.get_referents(t)))
+        gc.collect()
+        self.assertIs(t.join(), node)
+        del node.t
+
+    def test_arguments_kept_by_a_c_callable_are_tracked(self):
+        # A callable run through C (keywords, more than three arguments) may
+        # keep the argument tuple itself: it must be tracked again by then.
+        t = micro_thread.start(ValueError, [], [], [], [])
+        exc = t.join()
+        self.assertEqual(exc.args, ([], [], [], []))
+        self.assertTrue(gc.is_tracked(exc.args))
+
     def test_gc_collect_in_micro_thread_while_others_suspended(self):
         pipe = micro_thread.MicroPipe()
 
