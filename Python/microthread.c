@@ -136,29 +136,103 @@ PyDeferred_TakeOutcome(PyObject *self, PyObject **value)
     return 1;
 }
 
+/* Is f the frame of a generator or coroutine (not an async generator)? */
+static int
+is_generator_frame(_PyInterpreterFrame *f)
+{
+    if (f->owner != FRAME_OWNED_BY_GENERATOR) {
+        return 0;
+    }
+    PyObject *gen = (PyObject *)_PyFrame_GetGenerator(f);
+    return PyGen_CheckExact(gen) || PyCoro_CheckExact(gen);
+}
+
 static int
 chain_can_suspend(_PyMicroThreadCore *mt, _PyInterpreterFrame *f)
 {
     /* Every frame up to the micro-thread's base must be a function frame
        entered by a call (or a with statement's __enter__/__exit__) in the
-       frame below it, in this same eval loop: no C frame, generator, or
-       frame inlined for a property or __getitem__.
+       frame below it, or a generator or coroutine frame resumed by a
+       FOR_ITER or SEND below it, in this same eval loop: no C frame, async
+       generator, or frame inlined for a property or __getitem__.
        Heap frames were checked when they were first suspended. */
     for (;;) {
         if (f == mt->base || f->owner == FRAME_OWNED_BY_MICROTHREAD) {
             return 1;
         }
-        if (f->owner != FRAME_OWNED_BY_THREAD || !PyFunction_Check(f->f_funcobj)) {
+        int gen = is_generator_frame(f);
+        if ((f->owner != FRAME_OWNED_BY_THREAD && !gen)
+            || !PyFunction_Check(f->f_funcobj))
+        {
             return 0;
         }
         _PyInterpreterFrame *caller = f->previous;
-        if (caller == NULL || caller->owner == FRAME_OWNED_BY_CSTACK
-            || !is_inlined_call_opcode(frame_base_opcode(caller)))
-        {
+        if (caller == NULL || caller->owner == FRAME_OWNED_BY_CSTACK) {
+            return 0;
+        }
+        int op = frame_base_opcode(caller);
+        if (gen ? (op != FOR_ITER && op != SEND) : !is_inlined_call_opcode(op)) {
             return 0;
         }
         f = caller;
     }
+}
+
+/* The number of frames in a suspended micro-thread's chain: each counts a
+   Python recursion level while it runs. */
+static int
+chain_length(_PyMicroThreadCore *mt)
+{
+    if (!mt->gen_frames) {
+        return mt->nheap;
+    }
+    int n = 0;
+    for (_PyInterpreterFrame *f = mt->top; ; f = f->previous) {
+        n++;
+        if (f == mt->base) {
+            return n;
+        }
+    }
+}
+
+/* The handled-exception items of the generator frames in a suspended
+   chain stay linked to each other, innermost first; the outermost one's
+   link to the runner's item is made on each resume (that item is on the
+   runner's C stack) and cut on each suspension. */
+static void
+link_generator_exc_items(PyThreadState *tstate, _PyMicroThreadCore *mt,
+                         _PyErr_StackItem *runner_item)
+{
+    _PyErr_StackItem *innermost = NULL, *outermost = NULL;
+    for (_PyInterpreterFrame *f = mt->top; ; f = f->previous) {
+        if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+            _PyErr_StackItem *item = &_PyFrame_GetGenerator(f)->gi_exc_state;
+            if (innermost == NULL) {
+                innermost = item;
+            }
+            outermost = item;
+        }
+        if (f == mt->base) {
+            break;
+        }
+    }
+    if (outermost != NULL) {
+        outermost->previous_item = runner_item;
+        tstate->exc_info = innermost;
+    }
+}
+
+static void
+unlink_generator_exc_items(PyThreadState *tstate, _PyErr_StackItem *runner_item)
+{
+    _PyErr_StackItem *item = tstate->exc_info;
+    if (item == runner_item) {
+        return;
+    }
+    while (item->previous_item != runner_item) {
+        item = item->previous_item;
+    }
+    item->previous_item = NULL;
 }
 
 PyObject *
@@ -295,15 +369,23 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
         return refuse_suspension(tstate, "it was not called directly by Python code");
     }
 
-    /* Pass 1: allocate a heap block for each frame still on the data stack. */
+    /* Pass 1: allocate a heap block for each frame still on the data stack
+       (generator frames stay where they are: in their generator). */
     enum { SMALL = 16 };
     _PyInterpreterFrame *small[SMALL];
     _PyInterpreterFrame **heap = small;
-    int nthread = 0;
+    int nthread = 0, nwalk = 0, ngen = 0;
     for (_PyInterpreterFrame *f = frame;
-         f->owner == FRAME_OWNED_BY_THREAD; f = f->previous)
+         f->owner == FRAME_OWNED_BY_THREAD || f->owner == FRAME_OWNED_BY_GENERATOR;
+         f = f->previous)
     {
-        nthread++;
+        nwalk++;
+        if (f->owner == FRAME_OWNED_BY_THREAD) {
+            nthread++;
+        }
+        else {
+            ngen++;
+        }
         if (f == mt->base) {
             break;
         }
@@ -318,7 +400,10 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
         }
     }
     int i = 0;
-    for (_PyInterpreterFrame *f = frame; i < nthread; f = f->previous, i++) {
+    for (_PyInterpreterFrame *f = frame; i < nthread; f = f->previous) {
+        if (f->owner != FRAME_OWNED_BY_THREAD) {
+            continue;
+        }
         heap[i] = alloc_heap_frame(_PyFrame_GetCode(f));
         if (heap[i] == NULL) {
             while (--i >= 0) {
@@ -332,34 +417,43 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
             PyErr_NoMemory();
             return -1;
         }
+        i++;
     }
 
-    /* Pass 2: move them, innermost (the top of the data stack) first. */
-    _PyInterpreterFrame *f = frame;
-    for (i = 0; i < nthread; i++) {
-        _PyInterpreterFrame *h = heap[i];
+    /* Pass 2: move them, innermost (the top of the data stack) first, and
+       link each frame of the walk to where the one below it ends up. */
+    _PyInterpreterFrame *f = frame, *above = NULL, *top = frame;
+    i = 0;
+    for (int k = 0; k < nwalk; k++) {
         _PyInterpreterFrame *prev = f->previous;
-        assert(f->stacktop >= 0);
-        memcpy(h, f, offsetof(_PyInterpreterFrame, localsplus)
-                     + (size_t)f->stacktop * sizeof(PyObject *));
-        h->owner = FRAME_OWNED_BY_MICROTHREAD;
-        if (h->frame_obj != NULL) {
-            h->frame_obj->f_frame = h;
-        }
-        if (i > 0) {
-            heap[i - 1]->previous = h;
-        }
-        if (f == mt->base) {
-            mt->base = h;
-        }
+        _PyInterpreterFrame *h = f;
+        if (f->owner == FRAME_OWNED_BY_THREAD) {
+            h = heap[i++];
+            assert(f->stacktop >= 0);
+            memcpy(h, f, offsetof(_PyInterpreterFrame, localsplus)
+                         + (size_t)f->stacktop * sizeof(PyObject *));
+            h->owner = FRAME_OWNED_BY_MICROTHREAD;
+            if (h->frame_obj != NULL) {
+                h->frame_obj->f_frame = h;
+            }
+            if (f == mt->base) {
+                mt->base = h;
+            }
 #ifdef Py_DEBUG
-        /* Make a dangling pointer into the vacated stack obvious. */
-        memset(f->localsplus, 0xDD, (size_t)f->stacktop * sizeof(PyObject *));
+            /* Make a dangling pointer into the vacated stack obvious. */
+            memset(f->localsplus, 0xDD, (size_t)f->stacktop * sizeof(PyObject *));
 #endif
-        _PyThreadState_PopFrame(tstate, f);
+            _PyThreadState_PopFrame(tstate, f);
+        }
+        if (above != NULL) {
+            above->previous = h;
+        }
+        else {
+            top = h;
+        }
+        above = h;
         f = prev;
     }
-    _PyInterpreterFrame *top = nthread > 0 ? heap[0] : frame;
     if (heap != small) {
         PyMem_Free(heap);
     }
@@ -379,9 +473,23 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
     ts->mt_defer_instr = NULL;
     mt->instr_version = _Py_atomic_load_uintptr_relaxed(&tstate->eval_breaker)
                         & ~_PY_EVAL_EVENTS_MASK;
+    if (ngen > 0) {
+        mt->gen_frames = 1;
+    }
+    else if (mt->gen_frames) {
+        /* Generator frames may have left the chain since: see if any is
+           still in it. */
+        mt->gen_frames = 0;
+        for (f = top; f != NULL; f = f->previous) {
+            if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+                mt->gen_frames = 1;
+                break;
+            }
+        }
+    }
     /* Each frame of the chain counted one Python recursion level; it is
        counted again when they are resumed. */
-    tstate->py_recursion_remaining += mt->nheap;
+    tstate->py_recursion_remaining += chain_length(mt);
     return 0;
 }
 
@@ -396,7 +504,7 @@ _PyMicroThread_ResumeFrames(PyThreadState *tstate, _PyInterpreterFrame *base)
     (void)base;
     tstate->current_frame = mt->top;
     /* The innermost frame is counted by the caller's _Py_EnterRecursivePy. */
-    tstate->py_recursion_remaining -= mt->nheap - 1;
+    tstate->py_recursion_remaining -= chain_length(mt) - 1;
     return mt->top;
 }
 
@@ -535,6 +643,9 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
     }
     else {
         int flag = _PY_EVAL_MT_RESUME;
+        if (mt->gen_frames) {
+            link_generator_exc_items(tstate, mt, &exc_state);
+        }
         if (exc == NULL && reinstrument(tstate, mt) < 0) {
             exc = PyErr_GetRaisedException();
         }
@@ -579,6 +690,7 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
         assert(mt->nheap == 0);
         mt->base = mt->top = NULL;
         mt->instr_version = 0;
+        mt->gen_frames = 0;
         drop_pending(ts);
         drop_outcome(ts);
         if (res == NULL && ts->mt_defer_exc != NULL
@@ -591,6 +703,9 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
     }
 
     /* Swap it out. */
+    if (mt->state == _PyMicroThread_SUSPENDED) {
+        unlink_generator_exc_items(tstate, &exc_state);
+    }
     assert(tstate->exc_info == &exc_state);
     tstate->exc_info = saved_exc_info;
     mt->context = tstate->context;
@@ -631,6 +746,12 @@ _PyMicroThread_Traverse(_PyMicroThreadCore *mt, visitproc visit, void *arg)
        running code's; only suspended ones belong to it. */
     if (mt->state == _PyMicroThread_SUSPENDED) {
         for (_PyInterpreterFrame *f = mt->top; f != NULL; f = f->previous) {
+            /* A generator's frame is visited by the generator, which the
+               frame below it holds (the iterator of its FOR_ITER, the
+               receiver of its SEND). */
+            if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+                continue;
+            }
             int err = _PyFrame_Traverse(f, visit, arg);
             if (err) {
                 return err;
@@ -652,8 +773,19 @@ _PyMicroThread_ClearFrames(_PyMicroThreadCore *mt)
     while (mt->top != NULL) {
         _PyInterpreterFrame *f = mt->top;
         mt->top = f->previous;
-        assert(f->owner == FRAME_OWNED_BY_MICROTHREAD);
         tstate->c_recursion_remaining--;
+        if (f->owner == FRAME_OWNED_BY_GENERATOR) {
+            /* Cleared as its generator would be when it finishes. */
+            PyGenObject *gen = _PyFrame_GetGenerator(f);
+            gen->gi_frame_state = FRAME_CLEARED;
+            gen->gi_exc_state.previous_item = NULL;
+            f->previous = NULL;
+            _PyFrame_ClearExceptCode(f);
+            _PyErr_ClearExcState(&gen->gi_exc_state);
+            tstate->c_recursion_remaining++;
+            continue;
+        }
+        assert(f->owner == FRAME_OWNED_BY_MICROTHREAD);
         _PyFrame_ClearExceptCode(f);
         Py_DECREF(f->f_executable);
         tstate->c_recursion_remaining++;
@@ -662,6 +794,7 @@ _PyMicroThread_ClearFrames(_PyMicroThreadCore *mt)
     assert(mt->nheap == 0);
     mt->base = NULL;
     mt->instr_version = 0;
+    mt->gen_frames = 0;
     mt->state = _PyMicroThread_FINISHED;
 }
 

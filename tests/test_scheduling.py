@@ -229,3 +229,27 @@ def test_many_micro_threads(mt):
         return sorted(pipe.get() for _ in range(50))
 
     assert mt.run(main) == list(range(50))
+
+
+def test_blocking_inside_generators(mt):
+    # A for loop and yield from over generators that block: the
+    # micro-thread waits in the innermost generator like anywhere else.
+    pipe = mt.MicroPipe()
+
+    def items():
+        while (item := pipe.get()) is not None:
+            yield item
+
+    def doubled():
+        yield from (x * 2 for x in items())
+
+    def consumer():
+        return [x for x in doubled()]
+
+    thread = mt.start(consumer)
+    for i in range(3):
+        mt.sleep(0)
+        assert thread.state == "blocked"
+        pipe.put(i)
+    pipe.put(None)
+    assert thread.join() == [0, 2, 4]

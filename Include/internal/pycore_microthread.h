@@ -44,6 +44,7 @@ typedef struct _PyMicroThreadCore {
     unsigned char state;            /* _PyMicroThread_State */
     unsigned char closing;          /* being closed: deferral refused */
     unsigned char reexecute;        /* resumes by executing FOR_ITER again */
+    unsigned char gen_frames;       /* its chain may hold generator frames */
     int nheap;                      /* number of live heap frames */
 
     union {
@@ -57,8 +58,9 @@ typedef struct _PyMicroThreadCore {
            Python frame (NULL if func is not a Python function: such a
            micro-thread can never defer).  While suspended, top is the
            innermost frame and every frame from top to base is a heap frame
-           (FRAME_OWNED_BY_MICROTHREAD): a block of PyMem memory holding
-           just the frame. */
+           (FRAME_OWNED_BY_MICROTHREAD: a block of PyMem memory holding
+           just the frame) or a generator's or coroutine's frame, resumed
+           inline by a FOR_ITER or SEND of the frame below it. */
         struct {
             _PyInterpreterFrame *base;
             _PyInterpreterFrame *top;

@@ -723,6 +723,325 @@ class SuspensionTests(MicroThreadTestCase):
 # Values and exceptions arrive at the call site
 
 
+class GeneratorTests(MicroThreadTestCase):
+    """A generator resumed by a for loop or yield from runs in the eval loop
+    of its caller: a micro-thread can suspend inside it.  The generator
+    frame stays in its generator; the micro-thread links it into its chain
+    and relinks the generator's handled-exception item on each resume."""
+
+    def test_for_loop_over_a_blocking_generator(self):
+        pipe = micro_thread.MicroPipe()
+
+        def items():
+            while (item := pipe.get()) is not None:
+                yield item * 2
+
+        def consumer():
+            return [x for x in items()]
+
+        pins = micro_thread.pin_count()
+        t = self.start_blocked(consumer)
+        self.assertEqual([f.f_code.co_name for f in t.stack()],
+                         ['consumer', 'items'])
+        for i in range(5):
+            pipe.put(i)
+            micro_thread.sleep(0)
+            self.assertEqual(t.state, 'blocked')
+        pipe.put(None)
+        self.assertEqual(t.join(), [0, 2, 4, 6, 8])
+        self.assertEqual(micro_thread.pin_count(), pins)
+
+    def test_yield_from_chain(self):
+        pipe = micro_thread.MicroPipe()
+
+        def leaf():
+            value = pipe.get()
+            yield value
+            return 'leaf done'
+
+        def middle():
+            result = yield from leaf()
+            yield result
+
+        def consumer():
+            return [x for x in middle()]
+
+        pins = micro_thread.pin_count()
+        t = self.start_blocked(consumer)
+        self.assertEqual([f.f_code.co_name for f in t.stack()],
+                         ['consumer', 'middle', 'leaf'])
+        stack = ''.join(traceback.format_list(
+            traceback.extract_stack(t.stack()[-1])))
+        self.assertIn('in leaf', stack)
+        self.assertIn('in consumer', stack)
+        pipe.put('v')
+        self.assertEqual(t.join(), ['v', 'leaf done'])
+        self.assertEqual(micro_thread.pin_count(), pins)
+
+    def test_generator_runs_while_its_micro_thread_is_suspended(self):
+        pipe = micro_thread.MicroPipe()
+
+        def gen():
+            yield pipe.get()
+
+        g = gen()
+
+        def consumer():
+            return [x for x in g]
+
+        t = self.start_blocked(consumer)
+        self.assertEqual(inspect_state(g), 'GEN_RUNNING')
+        with self.assertRaisesRegex(ValueError, 'already executing'):
+            next(g)
+        with self.assertRaisesRegex(ValueError, 'already executing'):
+            g.close()
+        pipe.put(1)
+        self.assertEqual(t.join(), [1])
+        self.assertEqual(inspect_state(g), 'GEN_CLOSED')
+
+    def test_handled_exceptions_across_switches(self):
+        pipe = micro_thread.MicroPipe()
+        seen = []
+
+        def gen():
+            try:
+                raise KeyError('in gen')
+            except KeyError:
+                pipe.get()
+                seen.append(('gen', sys.exception()))
+                yield 1
+                seen.append(('gen again', sys.exception()))
+            seen.append(('gen after', sys.exception()))
+            yield 2
+
+        def consumer():
+            try:
+                raise ValueError('in consumer')
+            except ValueError:
+                for x in gen():
+                    seen.append(('consumer', x, sys.exception()))
+                    pipe.get()
+            return sys.exception()
+
+        def other():
+            try:
+                raise OSError('other')
+            except OSError:
+                for _ in range(3):
+                    micro_thread.sleep(0)
+                    seen.append(('other', sys.exception()))
+
+        c = self.start_blocked(consumer)
+        o = micro_thread.start(other)
+        for _ in range(3):
+            micro_thread.sleep(0)
+            pipe.put(None)
+        self.assertIsNone(c.join())
+        o.join()
+        self.assertIsNone(sys.exception())
+        kinds = [(e[0], type(e[-1]).__name__) for e in seen]
+        self.assertEqual(
+            [k for k in kinds if k[0] != 'other'],
+            [('gen', 'KeyError'), ('consumer', 'ValueError'),
+             ('gen again', 'KeyError'),
+             # handled by no one in the generator: its caller's
+             ('gen after', 'ValueError'),
+             ('consumer', 'ValueError')])
+        self.assertEqual({k for k in kinds if k[0] == 'other'},
+                         {('other', 'OSError')})
+
+    def test_kill_unwinds_the_generator(self):
+        pipe = micro_thread.MicroPipe()
+        log = []
+
+        def gen():
+            try:
+                yield pipe.get()
+            finally:
+                log.append('gen finally')
+
+        g = gen()
+
+        def consumer():
+            try:
+                for x in g:
+                    pass
+            finally:
+                log.append('consumer finally')
+
+        t = self.start_blocked(consumer)
+        t.kill()
+        self.join_exception(t, micro_thread.MicroThreadExit)
+        self.assertEqual(log, ['gen finally', 'consumer finally'])
+        self.assertEqual(inspect_state(g), 'GEN_CLOSED')
+
+    def test_garbage_micro_thread_in_a_generator_is_closed(self):
+        log = []
+
+        def consumer():
+            pipe = micro_thread.MicroPipe()
+
+            def gen():
+                try:
+                    yield pipe.get()
+                finally:
+                    log.append('gen finally')
+
+            for x in gen():
+                pass
+
+        t = self.start_blocked(consumer)
+        ref = weakref.ref(t)
+        with support.catch_unraisable_exception() as cm:
+            del t
+            support.gc_collect()
+            self.assertIsNone(cm.unraisable)
+        self.assertIsNone(ref())
+        self.assertEqual(log, ['gen finally'])
+
+    def test_dropped_without_running_clears_the_generator(self):
+        box = []
+        gens = []
+        log = []
+
+        def other():
+            pipe = micro_thread.MicroPipe()
+
+            def gen():
+                try:
+                    yield pipe.get()
+                finally:
+                    log.append('finally')
+
+            def worker():
+                g = gen()
+                gens.append(weakref.ref(g))
+                for x in g:
+                    pass
+
+            box.append(micro_thread.start(worker))
+            micro_thread.sleep(0)
+
+        thread = threading.Thread(target=other)
+        with threading_helper.start_threads([thread]):
+            pass
+        self.assertEqual(box[0].state, 'blocked')
+        ref = weakref.ref(box.pop())
+        support.gc_collect()
+        self.assertIsNone(ref())
+        self.assertEqual(log, [])
+        self.assertIsNone(gens[0]())
+
+    def test_gc_while_suspended_in_a_generator(self):
+        pipe = micro_thread.MicroPipe()
+
+        class Node:
+            pass
+
+        def gen():
+            node = Node()
+            node.self = node            # a cycle only the frame holds
+            pipe.get()
+            yield node
+
+        def consumer():
+            return [x for x in gen()]
+
+        t = self.start_blocked(consumer)
+        for _ in range(3):
+            support.gc_collect()
+        self.assertEqual(t.state, 'blocked')
+        pipe.put(None)
+        (node,) = t.join()
+        self.assertIs(node.self, node)
+
+    def test_recursion_accounting_in_generators(self):
+        pipe = micro_thread.MicroPipe()
+
+        def gen(depth, out):
+            if depth:
+                yield from gen(depth - 1, out)
+                return
+            for _ in range(3):
+                before = _probe_recursion()
+                pipe.get()
+                out.append(before - _probe_recursion())
+                yield before
+
+        def consumer(out):
+            return [[x for x in gen(d, out)] for d in (0, 30, 5)]
+
+        root = _probe_recursion()
+        out = []
+        t = micro_thread.start(consumer, out)
+        for i in range(9):
+            micro_thread.sleep(0)
+            self.assertEqual(t.state, 'blocked')
+            self.assertEqual(_probe_recursion(), root)
+            pipe.put(i)
+        res = t.join()
+        self.assertEqual(out, [0] * 9)
+        depths = [r[0] for r in res]
+        self.assertEqual([depths[0] - d for d in depths], [0, 30, 5])
+        self.assertEqual(_probe_recursion(), root)
+
+    def test_blocking_generator_under_settrace(self):
+        pipe = micro_thread.MicroPipe()
+        events = []
+
+        def gen():
+            for _ in range(2):
+                yield pipe.get()
+
+        def consumer():
+            return [x for x in gen()]
+
+        def tracer(frame, event, arg):
+            if frame.f_code is gen.__code__:
+                events.append(event)
+            return tracer
+
+        pins = micro_thread.pin_count()
+        with _Trace(tracer):
+            t = self.start_blocked(consumer)
+            pipe.put(1)
+            micro_thread.sleep(0)
+            self.assertEqual(t.state, 'blocked')
+            pipe.put(2)
+            self.assertEqual(t.join(), [1, 2])
+        self.assertEqual(micro_thread.pin_count(), pins)
+        self.assertEqual(events.count('call'), 3)
+        self.assertEqual(events.count('return'), 3)
+
+    def test_generator_leaves_the_chain_before_the_next_suspension(self):
+        pipe = micro_thread.MicroPipe()
+
+        def gen():
+            yield pipe.get()
+
+        def consumer():
+            got = [x for x in gen()]     # suspends in the generator
+            got.append(pipe.get())       # then in a plain frame
+            got.append(_probe_recursion())
+            return got
+
+        root = _probe_recursion()
+        t = self.start_blocked(consumer)
+        pipe.put(1)
+        micro_thread.sleep(0)
+        self.assertEqual(t.state, 'blocked')
+        self.assertEqual([f.f_code.co_name for f in t.stack()], ['consumer'])
+        pipe.put(2)
+        got = t.join()
+        self.assertEqual(got[:2], [1, 2])
+        self.assertEqual(_probe_recursion(), root)
+
+
+def inspect_state(gen):
+    import inspect
+    return inspect.getgeneratorstate(gen)
+
+
 class CallSiteTests(MicroThreadTestCase):
 
     def test_call(self):
@@ -1428,18 +1747,22 @@ class PinningTests(MicroThreadTestCase):
         self.assertEqual(self.run_pinned(consumer, [1, 2, None], close=False),
                          [1, 2])
 
-    def test_generator_body(self):
+    def test_generator_resumed_from_c(self):
+        # next(), send() and a C iterator (zip) resume the generator through
+        # C: it cannot suspend there.  (A for loop or yield from resumes it
+        # in the eval loop, where it can: see GeneratorTests.)
         def gen(pipe):
             while True:
                 yield pipe.get()
 
         def consumer(pipe):
             g = gen(pipe)
-            first = [next(g), next(g)]
-            for x in g:
+            first = [next(g), g.send(None)]
+            for x, _ in zip(g, [0]):
                 return first + [x]
         self.assertEqual(self.run_pinned(consumer, [1, 2, 3], close=False),
                          [1, 2, 3])
+
 
     def test_generator_expression(self):
         def consumer(pipe):
@@ -1903,14 +2226,43 @@ class TracingTests(MicroThreadTestCase):
                 result = 'DeadlockError'
         self.assertEqual((state, result), ('blocked', 2))
 
-    @unittest.expectedFailure    # f(*args) is pinned under a profiler
     def test_star_call_defers_under_setprofile(self):
         self.check_star_call_defers(_Trace(lambda *args: None, profile=True))
 
-    @unittest.expectedFailure    # f(*args) is pinned with CALL events on
     def test_star_call_defers_with_monitoring_call_events(self):
         E = sys.monitoring.events
         self.check_star_call_defers(_Monitoring(E.CALL, {E.CALL: lambda *a: None}))
+
+    def test_star_call_profile_events(self):
+        # f(*args) of Python callables runs inline under a profiler too:
+        # the events are the same as through C.
+        class C:
+            def m(self, a):
+                return a
+
+        def fn(a):
+            return a
+
+        events = []
+
+        def profiler(frame, event, arg):
+            if event.startswith('c_'):
+                events.append((event, arg.__name__))
+            elif frame.f_code in (fn.__code__, C.m.__code__):
+                events.append((event, frame.f_code.co_name))
+
+        args = ([1, 2],)
+        with _Trace(profiler, profile=True):
+            fn(*args)
+            C().m(*args)
+            len(*args)
+            fn(*(), a=1)
+        self.assertEqual(events, [
+            ('call', 'fn'), ('return', 'fn'),
+            ('call', 'm'), ('return', 'm'),
+            ('c_call', 'len'), ('c_return', 'len'),
+            ('call', 'fn'), ('return', 'fn'),
+            ('c_call', 'setprofile')])
 
     def test_star_call_defers_under_settrace(self):
         self.check_star_call_defers(_Trace(lambda *args: None))
