@@ -704,9 +704,12 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
 
     /* Swap it out. */
     if (mt->state == _PyMicroThread_SUSPENDED) {
+        /* The innermost suspended generator's item may be on top. */
         unlink_generator_exc_items(tstate, &exc_state);
     }
-    assert(tstate->exc_info == &exc_state);
+    else {
+        assert(tstate->exc_info == &exc_state);
+    }
     tstate->exc_info = saved_exc_info;
     mt->context = tstate->context;
     tstate->context = saved_context;
