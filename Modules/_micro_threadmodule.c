@@ -50,8 +50,18 @@
 
 typedef struct MicroThreadObject MicroThreadObject;
 typedef struct SchedulerObject SchedulerObject;
+typedef struct PipeObject PipeObject;
+typedef struct WaiterObject WaiterObject;
 typedef struct Task Task;
 typedef struct WaitQueue WaitQueue;
+
+/*[clinic input]
+module _micro_thread
+class _micro_thread.MicroThread "MicroThreadObject *" "clinic_state()->microthread_type"
+class _micro_thread.MicroPipe "PipeObject *" "clinic_state()->pipe_type"
+class _micro_thread._Waiter "WaiterObject *" "clinic_state()->waiter_type"
+[clinic start generated code]*/
+/*[clinic end generated code: output=da39a3ee5e6b4b0d input=4e98bc50f60e1939]*/
 
 typedef struct {
     PyTypeObject *microthread_type;
@@ -208,6 +218,8 @@ struct SchedulerObject {
     MicroThreadObject *main;    /* strong: run()'s micro-thread, if running */
     arm_func defer_arm;         /* the wait of the deferral in progress */
 };
+
+#include "clinic/_micro_threadmodule.c.h"
 
 /* The micro-thread a task is part of, or NULL for an OS thread's root. */
 static inline MicroThreadObject *
@@ -1679,10 +1691,17 @@ microthread_frames(MicroThreadObject *mt)
     return list;
 }
 
+/*[clinic input]
+_micro_thread.MicroThread.stack
+
+Return the micro-thread's Python frames, outermost first.
+[clinic start generated code]*/
+
 static PyObject *
-microthread_stack(PyObject *op, PyObject *Py_UNUSED(ignored))
+_micro_thread_MicroThread_stack_impl(MicroThreadObject *self)
+/*[clinic end generated code: output=9e56888d26a9d91f input=3afd5d86bc20efe8]*/
 {
-    PyObject *list = microthread_frames(MicroThread_CAST(op));
+    PyObject *list = microthread_frames(self);
     if (list != NULL && PyList_Reverse(list) < 0) {
         Py_CLEAR(list);
     }
@@ -1770,10 +1789,17 @@ arm_join(PyObject *op, Task *t)
     return 0;
 }
 
+/*[clinic input]
+_micro_thread.MicroThread.done
+
+Return True if the micro-thread has finished.
+[clinic start generated code]*/
+
 static PyObject *
-microthread_done(PyObject *op, PyObject *Py_UNUSED(ignored))
+_micro_thread_MicroThread_done_impl(MicroThreadObject *self)
+/*[clinic end generated code: output=b4ca01361281447d input=32cd2b8c7245a587]*/
 {
-    return PyBool_FromLong(MicroThread_CAST(op)->finished);
+    return PyBool_FromLong(self->finished);
 }
 
 /* Deliver exc (stolen) at the micro-thread's suspension point. */
@@ -1846,24 +1872,46 @@ make_exception(PyObject *exc)
     return NULL;
 }
 
+/*[clinic input]
+_micro_thread.MicroThread.throw
+
+    exc: object
+    /
+
+Raise exc at the micro-thread's suspension point.
+
+exc is an exception class or instance.
+[clinic start generated code]*/
+
 static PyObject *
-microthread_throw(PyObject *op, PyObject *exc)
+_micro_thread_MicroThread_throw(MicroThreadObject *self, PyObject *exc)
+/*[clinic end generated code: output=b549061a881314b3 input=62e3ac9b1e63d2bf]*/
 {
     PyObject *value = make_exception(exc);
     if (value == NULL) {
         return NULL;
     }
-    return microthread_throw_exc(MicroThread_CAST(op), value, 0);
+    return microthread_throw_exc(self, value, 0);
 }
 
+/*[clinic input]
+_micro_thread.MicroThread.kill
+
+Raise MicroThreadExit at the micro-thread's suspension point.
+
+Its finally blocks run.  A micro-thread that has not run yet never
+runs; killing a finished one does nothing.
+[clinic start generated code]*/
+
 static PyObject *
-microthread_kill(PyObject *op, PyObject *Py_UNUSED(ignored))
+_micro_thread_MicroThread_kill_impl(MicroThreadObject *self)
+/*[clinic end generated code: output=9f29a0a0ad1f4614 input=cd58c64e4373edd3]*/
 {
     PyObject *exc = PyObject_CallNoArgs(PyExc_MicroThreadExit);
     if (exc == NULL) {
         return NULL;
     }
-    return microthread_throw_exc(MicroThread_CAST(op), exc, 1);
+    return microthread_throw_exc(self, exc, 1);
 }
 
 static PyObject *
@@ -2024,20 +2072,10 @@ static PyMethodDef microthread_methods[] = {
      PyDoc_STR("join($self, /, timeout=None)\n--\n\n"
                "Wait until the micro-thread has finished; return its result or\n"
                "raise its exception.  TimeoutError if timeout seconds pass first.")},
-    {"done", microthread_done, METH_NOARGS,
-     PyDoc_STR("done($self, /)\n--\n\nReturn True if the micro-thread has finished.")},
-    {"kill", microthread_kill, METH_NOARGS,
-     PyDoc_STR("kill($self, /)\n--\n\n"
-               "Raise MicroThreadExit at the micro-thread's suspension point, so\n"
-               "that its finally blocks run.  A micro-thread that has not run yet\n"
-               "never runs; killing a finished one does nothing.")},
-    {"throw", microthread_throw, METH_O,
-     PyDoc_STR("throw($self, exc, /)\n--\n\n"
-               "Raise exc (an exception class or instance) at the micro-thread's\n"
-               "suspension point.")},
-    {"stack", microthread_stack, METH_NOARGS,
-     PyDoc_STR("stack($self, /)\n--\n\n"
-               "Return the micro-thread's Python frames, outermost first.")},
+    _MICRO_THREAD_MICROTHREAD_DONE_METHODDEF
+    _MICRO_THREAD_MICROTHREAD_KILL_METHODDEF
+    _MICRO_THREAD_MICROTHREAD_THROW_METHODDEF
+    _MICRO_THREAD_MICROTHREAD_STACK_METHODDEF
     {NULL, NULL},
 };
 
@@ -2183,7 +2221,7 @@ microthread_new(SchedulerObject *s, PyObject *func, PyObject *args, PyObject *kw
 /* ====================================================================== */
 /* MicroPipe */
 
-typedef struct {
+struct PipeObject {
     PyObject_HEAD
     PyObject **items;           /* ring buffer */
     Py_ssize_t head, len, cap;
@@ -2193,7 +2231,7 @@ typedef struct {
     WaitQueue getters;
     WaitQueue putters;
     PyObject *weakreflist;
-} PipeObject;
+};
 
 #define Pipe_CAST(op) ((PipeObject *)(op))
 
@@ -2438,10 +2476,20 @@ pipe_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return res;
 }
 
+/*[clinic input]
+_micro_thread.MicroPipe.close
+
+Close the pipe.
+
+Blocked getters and putters get PipeClosedError; buffered items can
+still be got.
+[clinic start generated code]*/
+
 static PyObject *
-pipe_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+_micro_thread_MicroPipe_close_impl(PipeObject *self)
+/*[clinic end generated code: output=b4e060de0ab2173b input=130824bf996fed64]*/
 {
-    PipeObject *p = Pipe_CAST(op);
+    PipeObject *p = self;
     if (pipe_check_thread(p) < 0) {
         return NULL;
     }
@@ -2449,7 +2497,7 @@ pipe_close(PyObject *op, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     p->closed = 1;
-    module_state *st = state_from_type(Py_TYPE(op));
+    module_state *st = state_from_type(Py_TYPE(p));
     if (st == NULL) {
         return NULL;
     }
@@ -2539,10 +2587,7 @@ static PyMethodDef pipe_methods[] = {
      PyDoc_STR("put($self, item, /)\n--\n\n"
                "Add item, waiting while a bounded pipe is full.  PipeClosedError\n"
                "if the pipe is closed (the item is not added).")},
-    {"close", pipe_close, METH_NOARGS,
-     PyDoc_STR("close($self, /)\n--\n\n"
-               "Close the pipe: blocked getters and putters get PipeClosedError;\n"
-               "buffered items can still be got.")},
+    _MICRO_THREAD_MICROPIPE_CLOSE_METHODDEF
     {NULL, NULL},
 };
 
@@ -2589,7 +2634,7 @@ static PyType_Spec pipe_spec = {
 /* ====================================================================== */
 /* _Waiter: a one-shot wake-up slot, for the synchronisation primitives */
 
-typedef struct {
+struct WaiterObject {
     PyObject_HEAD
     WaitQueue queue;            /* at most the one waiting task */
     PyObject *value;
@@ -2597,7 +2642,7 @@ typedef struct {
     int has_outcome;
     int used;
     int abandoned;
-} WaiterObject;
+};
 
 #define Waiter_CAST(op) ((WaiterObject *)(op))
 
@@ -2711,14 +2756,24 @@ waiter_fire(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return delivered(waiter_deliver(Waiter_CAST(op), Py_NewRef(value), NULL));
 }
 
+/*[clinic input]
+_micro_thread._Waiter.fail
+
+    exc: object
+    /
+
+Wake the waiting task with exc; True if this delivered it.
+[clinic start generated code]*/
+
 static PyObject *
-waiter_fail(PyObject *op, PyObject *exc)
+_micro_thread__Waiter_fail(WaiterObject *self, PyObject *exc)
+/*[clinic end generated code: output=8454024411466ece input=cbac5040a0f04a5b]*/
 {
     PyObject *value = make_exception(exc);
     if (value == NULL) {
         return NULL;
     }
-    return delivered(waiter_deliver(Waiter_CAST(op), NULL, value));
+    return delivered(waiter_deliver(self, NULL, value));
 }
 
 static PyObject *
@@ -2773,9 +2828,7 @@ static PyMethodDef waiter_methods[] = {
     {"fire", _PyCFunction_CAST(waiter_fire), METH_FASTCALL,
      PyDoc_STR("fire($self, value=None, /)\n--\n\n"
                "Wake the waiting task with value; True if this delivered it.")},
-    {"fail", waiter_fail, METH_O,
-     PyDoc_STR("fail($self, exc, /)\n--\n\n"
-               "Wake the waiting task with exc; True if this delivered it.")},
+    _MICRO_THREAD__WAITER_FAIL_METHODDEF
     {NULL, NULL},
 };
 
@@ -3075,8 +3128,15 @@ mt_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     return res;
 }
 
+/*[clinic input]
+_micro_thread.current
+
+The running micro-thread, or None in the OS thread's root.
+[clinic start generated code]*/
+
 static PyObject *
-mt_current(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+_micro_thread_current_impl(PyObject *module)
+/*[clinic end generated code: output=0094b148aa83851d input=6a19d133d1a6cae7]*/
 {
     _PyMicroThreadCore *core = _PyMicroThread_Current(_PyThreadState_GET());
     if (core == NULL) {
@@ -3085,8 +3145,15 @@ mt_current(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     return Py_NewRef((PyObject *)microthread_of_core(core));
 }
 
+/*[clinic input]
+_micro_thread.enumerate
+
+The unfinished micro-threads of this OS thread, in start order.
+[clinic start generated code]*/
+
 static PyObject *
-mt_enumerate(PyObject *module, PyObject *Py_UNUSED(ignored))
+_micro_thread_enumerate_impl(PyObject *module)
+/*[clinic end generated code: output=e65df6ef9e92c258 input=1cbcd6c5614f15c6]*/
 {
     SchedulerObject *s = get_scheduler(get_module_state(module));
     if (s == NULL) {
@@ -3151,8 +3218,20 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                  _PyTime_Add(now, delay), TIMER_SLEEP, NULL);
 }
 
+/*[clinic input]
+_micro_thread._push_deadline
+
+    deadline as deadline_obj: object
+    /
+
+Enter a timeout scope ending at time.monotonic() == deadline.
+
+None hides the scopes around it.  Returns a token for _pop_deadline().
+[clinic start generated code]*/
+
 static PyObject *
-mt_push_deadline(PyObject *module, PyObject *deadline_obj)
+_micro_thread__push_deadline(PyObject *module, PyObject *deadline_obj)
+/*[clinic end generated code: output=ed47a198102eed80 input=50600d2132efff6b]*/
 {
     PyTime_t deadline = NO_DEADLINE;
     if (deadline_obj != Py_None
@@ -3184,8 +3263,18 @@ mt_push_deadline(PyObject *module, PyObject *deadline_obj)
     return PyLong_FromLong(x->ndeadlines);
 }
 
+/*[clinic input]
+_micro_thread._pop_deadline
+
+    token: object
+    /
+
+Leave the innermost timeout scope.
+[clinic start generated code]*/
+
 static PyObject *
-mt_pop_deadline(PyObject *module, PyObject *token)
+_micro_thread__pop_deadline(PyObject *module, PyObject *token)
+/*[clinic end generated code: output=9e588a8085205c80 input=b953399b2f5d0479]*/
 {
     SchedulerObject *s = get_scheduler(get_module_state(module));
     if (s == NULL) {
@@ -3205,8 +3294,15 @@ mt_pop_deadline(PyObject *module, PyObject *token)
     Py_RETURN_NONE;
 }
 
+/*[clinic input]
+_micro_thread._current_task
+
+The running micro-thread, or a token for the root.
+[clinic start generated code]*/
+
 static PyObject *
-mt_current_task(PyObject *module, PyObject *Py_UNUSED(ignored))
+_micro_thread__current_task_impl(PyObject *module)
+/*[clinic end generated code: output=c36c912e9e46b93f input=ab07c4a8bab86d94]*/
 {
     SchedulerObject *s = get_scheduler(get_module_state(module));
     if (s == NULL) {
@@ -3224,7 +3320,7 @@ kill_all(SchedulerObject *s)
     for (MicroThreadObject *mt = s->all_head; mt != NULL; ) {
         MicroThreadObject *next = mt->all_next;
         Py_INCREF(mt);
-        PyObject *r = microthread_kill((PyObject *)mt, NULL);
+        PyObject *r = _micro_thread_MicroThread_kill_impl(mt);
         Py_DECREF(mt);
         if (r == NULL) {
             return -1;
@@ -3235,8 +3331,15 @@ kill_all(SchedulerObject *s)
     return 0;
 }
 
+/*[clinic input]
+_micro_thread._shutdown
+
+Kill this OS thread's micro-threads (at exit).
+[clinic start generated code]*/
+
 static PyObject *
-mt_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
+_micro_thread__shutdown_impl(PyObject *module)
+/*[clinic end generated code: output=bc801875f8f6bc4d input=32ee84d965da5a8f]*/
 {
     /* At interpreter exit: end the micro-threads left in this OS thread,
        giving their finally blocks up to a second to run. */
@@ -3276,8 +3379,19 @@ mt_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/*[clinic input]
+_micro_thread.pin_count
+
+How many times a micro-thread of this OS thread pinned.
+
+A micro-thread pins when it blocks where it cannot suspend (a C frame
+between the blocking call and the micro-thread's start): the scheduler
+then runs nested on its C stack.
+[clinic start generated code]*/
+
 static PyObject *
-mt_pin_count(PyObject *module, PyObject *Py_UNUSED(ignored))
+_micro_thread_pin_count_impl(PyObject *module)
+/*[clinic end generated code: output=18c97a6e79da77f1 input=62d47e07b93470c0]*/
 {
     SchedulerObject *s = get_scheduler(get_module_state(module));
     if (s == NULL) {
@@ -3286,8 +3400,20 @@ mt_pin_count(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromUnsignedLongLong(s->pin_count);
 }
 
+/*[clinic input]
+_micro_thread.set_pin_hook
+
+    hook: object
+    /
+
+Call hook(microthread, what) whenever a micro-thread of this OS thread pins.
+
+The hook runs on the pinned stack; None removes it.
+[clinic start generated code]*/
+
 static PyObject *
-mt_set_pin_hook(PyObject *module, PyObject *hook)
+_micro_thread_set_pin_hook(PyObject *module, PyObject *hook)
+/*[clinic end generated code: output=63f1465c683bf3c8 input=c04cf881f156b866]*/
 {
     if (hook != Py_None && !PyCallable_Check(hook)) {
         PyErr_Format(PyExc_TypeError,
@@ -3302,8 +3428,15 @@ mt_set_pin_hook(PyObject *module, PyObject *hook)
     Py_RETURN_NONE;
 }
 
+/*[clinic input]
+_micro_thread._after_fork_child
+
+Give the scheduler a notifier of its own in a forked child.
+[clinic start generated code]*/
+
 static PyObject *
-mt_after_fork_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+_micro_thread__after_fork_child_impl(PyObject *module)
+/*[clinic end generated code: output=54902f129ba5ec6c input=97827ba349acfc81]*/
 {
     _mt_workers_after_fork();
     PyObject *sched = ((_PyThreadStateImpl *)_PyThreadState_GET())->mt_scheduler;
@@ -3321,37 +3454,18 @@ static PyMethodDef module_methods[] = {
      PyDoc_STR("run(fn, /, *args, **kwargs)\n--\n\n"
                "Run fn(*args, **kwargs) as a micro-thread, with the scheduler,\n"
                "until it returns; return its result or raise its exception.")},
-    {"current", mt_current, METH_NOARGS,
-     PyDoc_STR("current()\n--\n\nThe running micro-thread, or None in the OS thread's root.")},
-    {"enumerate", mt_enumerate, METH_NOARGS,
-     PyDoc_STR("enumerate()\n--\n\nThe unfinished micro-threads of this OS thread, "
-               "in start order.")},
+    _MICRO_THREAD_CURRENT_METHODDEF
+    _MICRO_THREAD_ENUMERATE_METHODDEF
     {"sleep", _PyCFunction_CAST(mt_sleep), METH_FASTCALL,
      PyDoc_STR("sleep(seconds, /)\n--\n\n"
                "Block for seconds; sleep(0) lets the other ready micro-threads run.")},
-    {"_push_deadline", mt_push_deadline, METH_O,
-     PyDoc_STR("_push_deadline(deadline, /)\n--\n\n"
-               "Enter a timeout scope ending at time.monotonic() == deadline;\n"
-               "None hides the scopes around it.  Returns a token for\n"
-               "_pop_deadline().")},
-    {"_pop_deadline", mt_pop_deadline, METH_O,
-     PyDoc_STR("_pop_deadline(token, /)\n--\n\nLeave the innermost timeout scope.")},
-    {"_current_task", mt_current_task, METH_NOARGS,
-     PyDoc_STR("_current_task()\n--\n\nThe running micro-thread, or a token for the root.")},
-    {"pin_count", mt_pin_count, METH_NOARGS,
-     PyDoc_STR("pin_count()\n--\n\n"
-               "How many times a micro-thread of this OS thread blocked where it\n"
-               "could not suspend (a C frame between the blocking call and the\n"
-               "micro-thread's start), so that the scheduler ran nested.")},
-    {"set_pin_hook", mt_set_pin_hook, METH_O,
-     PyDoc_STR("set_pin_hook(hook, /)\n--\n\n"
-               "Call hook(microthread, what) whenever a micro-thread of this OS\n"
-               "thread pins, on the pinned stack; None removes the hook.")},
-    {"_after_fork_child", mt_after_fork_child, METH_NOARGS,
-     PyDoc_STR("_after_fork_child()\n--\n\n"
-               "Give the scheduler a notifier of its own in a forked child.")},
-    {"_shutdown", mt_shutdown, METH_NOARGS,
-     PyDoc_STR("_shutdown()\n--\n\nKill this OS thread's micro-threads (at exit).")},
+    _MICRO_THREAD__PUSH_DEADLINE_METHODDEF
+    _MICRO_THREAD__POP_DEADLINE_METHODDEF
+    _MICRO_THREAD__CURRENT_TASK_METHODDEF
+    _MICRO_THREAD_PIN_COUNT_METHODDEF
+    _MICRO_THREAD_SET_PIN_HOOK_METHODDEF
+    _MICRO_THREAD__AFTER_FORK_CHILD_METHODDEF
+    _MICRO_THREAD__SHUTDOWN_METHODDEF
     {NULL, NULL},
 };
 
