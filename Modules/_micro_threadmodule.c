@@ -2746,14 +2746,20 @@ delivered(int rc)
     return rc < 0 ? NULL : PyBool_FromLong(rc);
 }
 
+/*[clinic input]
+_micro_thread._Waiter.fire
+
+    value: object = None
+    /
+
+Wake the waiting task with value; True if this delivered it.
+[clinic start generated code]*/
+
 static PyObject *
-waiter_fire(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+_micro_thread__Waiter_fire_impl(WaiterObject *self, PyObject *value)
+/*[clinic end generated code: output=adb63c95c5e1ce78 input=9d6c49625ccc7cfb]*/
 {
-    if (!_PyArg_CheckPositional("fire", nargs, 0, 1)) {
-        return NULL;
-    }
-    PyObject *value = nargs > 0 ? args[0] : Py_None;
-    return delivered(waiter_deliver(Waiter_CAST(op), Py_NewRef(value), NULL));
+    return delivered(waiter_deliver(self, Py_NewRef(value), NULL));
 }
 
 /*[clinic input]
@@ -2825,9 +2831,7 @@ static PyMethodDef waiter_methods[] = {
      PyDoc_STR("wait($self, blocked_on=None, /)\n--\n\n"
                "Block until fire() or fail(); return the value or raise.\n"
                "blocked_on is what MicroThread.blocked_on shows meanwhile.")},
-    {"fire", _PyCFunction_CAST(waiter_fire), METH_FASTCALL,
-     PyDoc_STR("fire($self, value=None, /)\n--\n\n"
-               "Wake the waiting task with value; True if this delivered it.")},
+    _MICRO_THREAD__WAITER_FIRE_METHODDEF
     _MICRO_THREAD__WAITER_FAIL_METHODDEF
     {NULL, NULL},
 };

@@ -2,6 +2,8 @@
 preserve
 [clinic start generated code]*/
 
+#include "pycore_modsupport.h"    // _PyArg_CheckPositional()
+
 PyDoc_STRVAR(_micro_thread_MicroThread_stack__doc__,
 "stack($self, /)\n"
 "--\n"
@@ -89,6 +91,38 @@ static PyObject *
 _micro_thread_MicroPipe_close(PipeObject *self, PyObject *Py_UNUSED(ignored))
 {
     return _micro_thread_MicroPipe_close_impl(self);
+}
+
+PyDoc_STRVAR(_micro_thread__Waiter_fire__doc__,
+"fire($self, value=None, /)\n"
+"--\n"
+"\n"
+"Wake the waiting task with value; True if this delivered it.");
+
+#define _MICRO_THREAD__WAITER_FIRE_METHODDEF    \
+    {"fire", _PyCFunction_CAST(_micro_thread__Waiter_fire), METH_FASTCALL, _micro_thread__Waiter_fire__doc__},
+
+static PyObject *
+_micro_thread__Waiter_fire_impl(WaiterObject *self, PyObject *value);
+
+static PyObject *
+_micro_thread__Waiter_fire(WaiterObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *return_value = NULL;
+    PyObject *value = Py_None;
+
+    if (!_PyArg_CheckPositional("fire", nargs, 0, 1)) {
+        goto exit;
+    }
+    if (nargs < 1) {
+        goto skip_optional;
+    }
+    value = args[0];
+skip_optional:
+    return_value = _micro_thread__Waiter_fire_impl(self, value);
+
+exit:
+    return return_value;
 }
 
 PyDoc_STRVAR(_micro_thread__Waiter_fail__doc__,
@@ -242,4 +276,4 @@ _micro_thread__after_fork_child(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return _micro_thread__after_fork_child_impl(module);
 }
-/*[clinic end generated code: output=16fd2f1ae5bacb5f input=a9049054013a1b77]*/
+/*[clinic end generated code: output=2788c9aec8ad8418 input=a9049054013a1b77]*/
