@@ -170,6 +170,21 @@ class MicroThreadTestCase(micro_thread_helper.MicroThreadTestCase):
             pipe.close()
         return t.join()
 
+    def run_checking_recursion(self, pipe, puts, fn, *args):
+        """Start fn(*args) and feed it puts items through pipe, checking at
+        each suspension that the root's recursion headroom is unchanged;
+        return fn's result."""
+        root = _probe_recursion()
+        t = micro_thread.start(fn, *args)
+        for i in range(puts):
+            micro_thread.sleep(0)
+            self.assertEqual(t.state, 'blocked')
+            self.assertEqual(_probe_recursion(), root)
+            pipe.put(i)
+        res = t.join()
+        self.assertEqual(_probe_recursion(), root)
+        return res
+
     def start_blocked(self, fn, *args, **kwargs):
         """Start fn and let it run until it blocks; check it deferred."""
         t = micro_thread.start(fn, *args, **kwargs)
@@ -854,13 +869,7 @@ class GeneratorTests(MicroThreadTestCase):
         pipe = micro_thread.MicroPipe()
         log = []
 
-        def gen():
-            try:
-                yield pipe.get()
-            finally:
-                log.append('gen finally')
-
-        g = gen()
+        g = _closing_generator(pipe, log, 'gen finally')
 
         def consumer():
             try:
@@ -880,14 +889,7 @@ class GeneratorTests(MicroThreadTestCase):
 
         def consumer():
             pipe = micro_thread.MicroPipe()
-
-            def gen():
-                try:
-                    yield pipe.get()
-                finally:
-                    log.append('gen finally')
-
-            for x in gen():
+            for x in _closing_generator(pipe, log, 'gen finally'):
                 pass
 
         t = self.start_blocked(consumer)
@@ -899,34 +901,21 @@ class GeneratorTests(MicroThreadTestCase):
         self.assertIsNone(ref())
         self.assertEqual(log, ['gen finally'])
 
+    @threading_helper.requires_working_threading()
+    @threading_helper.reap_threads
     def test_dropped_without_running_clears_the_generator(self):
-        box = []
         gens = []
         log = []
 
-        def other():
-            pipe = micro_thread.MicroPipe()
-
-            def gen():
-                try:
-                    yield pipe.get()
-                finally:
-                    log.append('finally')
-
+        def make_worker(pipe):
             def worker():
-                g = gen()
+                g = _closing_generator(pipe, log, 'finally')
                 gens.append(weakref.ref(g))
                 for x in g:
                     pass
+            return worker
 
-            box.append(micro_thread.start(worker))
-            micro_thread.sleep(0)
-
-        thread = threading.Thread(target=other)
-        with threading_helper.start_threads([thread]):
-            pass
-        self.assertEqual(box[0].state, 'blocked')
-        ref = weakref.ref(box.pop())
+        ref = weakref.ref(_blocked_in_ended_os_thread(make_worker))
         support.gc_collect()
         self.assertIsNone(ref())
         self.assertEqual(log, [])
@@ -971,19 +960,11 @@ class GeneratorTests(MicroThreadTestCase):
         def consumer(out):
             return [[x for x in gen(d, out)] for d in (0, 30, 5)]
 
-        root = _probe_recursion()
         out = []
-        t = micro_thread.start(consumer, out)
-        for i in range(9):
-            micro_thread.sleep(0)
-            self.assertEqual(t.state, 'blocked')
-            self.assertEqual(_probe_recursion(), root)
-            pipe.put(i)
-        res = t.join()
+        res = self.run_checking_recursion(pipe, 9, consumer, out)
         self.assertEqual(out, [0] * 9)
         depths = [r[0] for r in res]
         self.assertEqual([depths[0] - d for d in depths], [0, 30, 5])
-        self.assertEqual(_probe_recursion(), root)
 
     def test_blocking_generator_under_settrace(self):
         pipe = micro_thread.MicroPipe()
@@ -1040,6 +1021,31 @@ class GeneratorTests(MicroThreadTestCase):
 def inspect_state(gen):
     import inspect
     return inspect.getgeneratorstate(gen)
+
+
+def _blocked_in_ended_os_thread(make_worker):
+    """Start make_worker(pipe)() as a micro-thread in an OS thread that then
+    ends, leaving it blocked on pipe; return it."""
+    box = []
+
+    def other():
+        pipe = micro_thread.MicroPipe()
+        box.append(micro_thread.start(make_worker(pipe)))
+        micro_thread.sleep(0)
+
+    thread = threading.Thread(target=other)
+    with threading_helper.start_threads([thread]):
+        pass
+    assert box[0].state == 'blocked', box[0]
+    return box.pop()
+
+
+def _closing_generator(pipe, log, message):
+    """Yield one item got from pipe; log message when closed."""
+    try:
+        yield pipe.get()
+    finally:
+        log.append(message)
 
 
 class CallSiteTests(MicroThreadTestCase):
@@ -2500,18 +2506,10 @@ class IsolationTests(MicroThreadTestCase):
         def worker(out):
             return [down(d, out) for d in (5, 50, 10, 100, 1, 70, 0)]
 
-        root = _probe_recursion()
         out = []
-        t = micro_thread.start(worker, out)
-        for i in range(14):
-            micro_thread.sleep(0)
-            self.assertEqual(t.state, 'blocked')
-            self.assertEqual(_probe_recursion(), root)
-            pipe.put(i)
-        res = t.join()
+        res = self.run_checking_recursion(pipe, 14, worker, out)
         self.assertEqual(out, [0] * 7)
         self.assertEqual([r - res[-1] for r in res], [-5, -50, -10, -100, -1, -70, 0])
-        self.assertEqual(_probe_recursion(), root)
 
     def test_setrecursionlimit_changed_while_suspended(self):
         pipe = micro_thread.MicroPipe()
@@ -3003,30 +3001,21 @@ class LifecycleTests(MicroThreadTestCase):
     def test_micro_thread_of_ended_os_thread_is_dropped(self):
         # It cannot run in another OS thread: its frames are dropped
         # without running any code.
-        box = []
         frames = []
         log = []
 
-        def other():
-            pipe = micro_thread.MicroPipe()
-
+        def make_worker(pipe):
             def worker():
-                local = 'kept'
+                local = 'kept'  # noqa: F841 (read through f_locals)
                 frames.append(sys._getframe())
                 try:
                     pipe.get()
                 finally:
                     log.append('finally')
+            return worker
 
-            box.append(micro_thread.start(worker))
-            micro_thread.sleep(0)
-
-        thread = threading.Thread(target=other)
-        with threading_helper.start_threads([thread]):
-            pass
-        self.assertEqual(box[0].state, 'blocked')
+        ref = weakref.ref(_blocked_in_ended_os_thread(make_worker))
         self.assertEqual(micro_thread.enumerate(), [])
-        ref = weakref.ref(box.pop())
         support.gc_collect()
         self.assertIsNone(ref())
         self.assertEqual(log, [])
