@@ -1145,6 +1145,33 @@ class RegularFileTests(IOTestCase):
                 return exc.errno
         self.assertIn(micro_thread.run(main), (errno.EBADF, data))
 
+    def test_fd_closed_and_reused_while_the_worker_reads(self):
+        # FileIO.read_d() of a regular file reads on a worker through a
+        # duplicate of the fd: closing the file and reusing its number
+        # meanwhile cannot make the worker read (and move) another file.
+        path = self.temp_path(os.urandom(32 << 20))
+        other = self.temp_path(os.urandom(1 << 20))
+        f = self.fopen(path, 'rb', buffering=0)
+
+        def main():
+            reader = self.start_deferred(f.read_d)
+            number = f.fileno()
+            f.close()
+            fd2 = os.open(other, os.O_RDONLY)
+            self.addCleanup(os.close, fd2)
+            try:
+                reader.join()
+            except OSError:
+                pass
+            # Give the worker time to finish its reads (it cannot be waited
+            # for once its call has given up).
+            for _ in range(30):
+                micro_thread.sleep(0.01)
+            return number, fd2, os.lseek(fd2, 0, os.SEEK_CUR)
+        number, fd2, offset = micro_thread.run(main)
+        self.assertEqual(fd2, number)       # the number was reused
+        self.assertEqual(offset, 0)
+
 # ---------------------------------------------------------------------------
 # Outside micro-threads, and pinned
 
