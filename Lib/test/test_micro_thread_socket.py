@@ -429,7 +429,9 @@ class DeferringTests(SocketTestCase):
     @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux backlog')
     def test_connect_d_unix_full_backlog_waits(self):
         # A blocking connect() waits while the listener's backlog is full;
-        # so does connect_d(), without blocking the OS thread.
+        # so does connect_d(), without blocking the OS thread, and without
+        # spinning: nothing can be polled for room in a backlog, so it
+        # retries after a growing delay.
         path = socket_helper.create_unix_domain_name()
         self.addCleanup(os_helper_unlink, path)
         listener = self.add(socket.socket(socket.AF_UNIX))
@@ -450,16 +452,45 @@ class DeferringTests(SocketTestCase):
         self.watchdog(listener, client)
 
         def accepter():
-            time.sleep_d(0.05)
+            time.sleep_d(0.3)
             for _ in range(len(waiting) + 1):
                 self.add(listener.accept_d()[0])
 
         def main():
             t = micro_thread.start(accepter)
+            cpu = time.process_time()
             self.assertIsNone(client.connect_d(path))
+            cpu = time.process_time() - cpu
             t.join()
             self.assertTrue(client.getblocking())
-        micro_thread.run(main)
+            return cpu
+        # A spinning retry would use the whole 0.3 s.
+        self.assertLess(micro_thread.run(main), 0.15)
+
+    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux backlog')
+    def test_connect_d_unix_full_backlog_nonblocking(self):
+        # A socket with a timeout or non-blocking: BlockingIOError, as
+        # connect() raises.
+        path = socket_helper.create_unix_domain_name()
+        self.addCleanup(os_helper_unlink, path)
+        listener = self.add(socket.socket(socket.AF_UNIX))
+        listener.bind(path)
+        listener.listen(0)
+        for _ in range(10):
+            s = self.add(socket.socket(socket.AF_UNIX))
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                break
+        else:
+            self.skipTest('the backlog never filled')
+        for timeout in (0, 1.0):
+            with self.subTest(timeout=timeout):
+                client = self.add(socket.socket(socket.AF_UNIX))
+                client.settimeout(timeout)
+                with self.assertRaises(BlockingIOError):
+                    micro_thread.run(client.connect_d, path)
 
 
 class OutsideMicroThreadTests(SocketTestCase):
