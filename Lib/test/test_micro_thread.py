@@ -1770,6 +1770,22 @@ class PinningTests(MicroThreadTestCase):
                          [1, 2, 3])
 
 
+    def test_generator_under_branch_monitoring(self):
+        # A tool with BRANCH events instruments FOR_ITER, which then calls
+        # the generator through C: blocking in it pins, with the right
+        # results.
+        def gen(pipe):
+            for _ in range(2):
+                yield pipe.get()
+
+        def consumer(pipe):
+            return [x for x in gen(pipe)]
+
+        E = sys.monitoring.events
+        with _Monitoring(E.BRANCH, {E.BRANCH: lambda *a: None}):
+            self.assertEqual(self.run_pinned(consumer, [1, 2], close=False),
+                             [1, 2])
+
     def test_generator_expression(self):
         def consumer(pipe):
             return sum(pipe.get() for _ in range(3))

@@ -426,12 +426,9 @@ class DeferringTests(SocketTestCase):
             return conn.recv_d(10)
         self.assertEqual(micro_thread.run(main), b'unix')
 
-    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux backlog')
-    def test_connect_d_unix_full_backlog_waits(self):
-        # A blocking connect() waits while the listener's backlog is full;
-        # so does connect_d(), without blocking the OS thread, and without
-        # spinning: nothing can be polled for room in a backlog, so it
-        # retries after a growing delay.
+    def full_unix_backlog(self):
+        """An AF_UNIX listener whose backlog is full: (path, listener, the
+        connected sockets waiting to be accepted)."""
         path = socket_helper.create_unix_domain_name()
         self.addCleanup(os_helper_unlink, path)
         listener = self.add(socket.socket(socket.AF_UNIX))
@@ -444,10 +441,17 @@ class DeferringTests(SocketTestCase):
             try:
                 s.connect(path)
             except BlockingIOError:
-                break
+                return path, listener, waiting
             waiting.append(s)
-        else:
-            self.skipTest('the backlog never filled')
+        self.skipTest('the backlog never filled')
+
+    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux backlog')
+    def test_connect_d_unix_full_backlog_waits(self):
+        # A blocking connect() waits while the listener's backlog is full;
+        # so does connect_d(), without blocking the OS thread, and without
+        # spinning: nothing can be polled for room in a backlog, so it
+        # retries after a growing delay.
+        path, listener, waiting = self.full_unix_backlog()
         client = self.add(socket.socket(socket.AF_UNIX))
         self.watchdog(listener, client)
 
@@ -471,20 +475,8 @@ class DeferringTests(SocketTestCase):
     def test_connect_d_unix_full_backlog_nonblocking(self):
         # A socket with a timeout or non-blocking: BlockingIOError, as
         # connect() raises.
-        path = socket_helper.create_unix_domain_name()
-        self.addCleanup(os_helper_unlink, path)
-        listener = self.add(socket.socket(socket.AF_UNIX))
-        listener.bind(path)
-        listener.listen(0)
-        for _ in range(10):
-            s = self.add(socket.socket(socket.AF_UNIX))
-            s.setblocking(False)
-            try:
-                s.connect(path)
-            except BlockingIOError:
-                break
-        else:
-            self.skipTest('the backlog never filled')
+        path, listener, waiting = self.full_unix_backlog()
+        self.watchdog(listener)     # a wrong retry would be refused then
         for timeout in (0, 1.0):
             with self.subTest(timeout=timeout):
                 client = self.add(socket.socket(socket.AF_UNIX))
