@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import sys
+import textwrap
 import threading
 import time
 import unittest
@@ -376,6 +377,29 @@ class DeferringTests(SocketTestCase):
                     client.connect_d(address)
                 self.assertEqual(client.gettimeout(), timeout)
 
+    def test_connect_d_then_connect_like_connect(self):
+        # A second connect() after connect_d() ends as after connect(), for
+        # a blocking socket and one with a timeout.
+        listener = self.listener()
+        address = listener.getsockname()
+        for timeout in (None, support.SHORT_TIMEOUT):
+            with self.subTest(timeout=timeout):
+                outcomes = []
+                for first in ('connect', 'connect_d'):
+                    s = self.add(socket.socket())
+                    s.settimeout(timeout)
+                    if first == 'connect':
+                        s.connect(address)
+                    else:
+                        micro_thread.run(s.connect_d, address)
+                    self.add(listener.accept()[0])
+                    try:
+                        s.connect(address)
+                        outcomes.append(None)
+                    except OSError as exc:
+                        outcomes.append(exc.errno)
+                self.assertEqual(outcomes[0], outcomes[1])
+
     def test_connect_d_with_timeout_connects(self):
         listener = self.listener()
         client = self.add(socket.socket())
@@ -472,6 +496,43 @@ class DeferringTests(SocketTestCase):
         self.assertLess(micro_thread.run(main), 0.15)
 
     @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux backlog')
+    def test_connect_d_unix_full_backlog_audits_once(self):
+        # The retries are one connect() for the audit hooks (in a child:
+        # an audit hook cannot be removed).
+        code = textwrap.dedent("""
+            import os, socket, sys, tempfile, time, micro_thread
+            events = []
+            sys.addaudithook(lambda e, a: e == 'socket.connect' and events.append(a))
+            path = os.path.join(tempfile.mkdtemp(), 's')
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(path)
+            listener.listen(0)
+            waiting = []
+            for _ in range(10):
+                s = socket.socket(socket.AF_UNIX)
+                s.setblocking(False)
+                try:
+                    s.connect(path)
+                except BlockingIOError:
+                    break
+                waiting.append(s)
+            del events[:]
+            client = socket.socket(socket.AF_UNIX)
+            def accepter():
+                time.sleep_d(0.1)
+                for _ in range(len(waiting) + 1):
+                    listener.accept_d()
+            def main():
+                t = micro_thread.start(accepter)
+                client.connect_d(path)
+                t.join()
+            micro_thread.run(main)
+            print(len(events))
+        """)
+        res = script_helper.assert_python_ok('-c', code)
+        self.assertEqual(res.out.strip(), b'1')
+
+    @unittest.skipUnless(sys.platform.startswith('linux'), 'Linux backlog')
     def test_connect_d_unix_full_backlog_nonblocking(self):
         # A socket with a timeout or non-blocking: BlockingIOError, as
         # connect() raises.
@@ -483,6 +544,49 @@ class DeferringTests(SocketTestCase):
                 client.settimeout(timeout)
                 with self.assertRaises(BlockingIOError):
                     micro_thread.run(client.connect_d, path)
+
+
+class ClosedElsewhereTests(SocketTestCase):
+    """A socket closed by another OS thread while a micro-thread waits on it
+    (the notifier of the waiting thread is not told)."""
+
+    def test_timed_wait_ends_with_ebadf(self):
+        a, b = self.pair()
+        a.settimeout(0.5)
+        number = a.fileno()
+
+        def closer():
+            time.sleep(0.1)
+            a.close()
+
+        def main():
+            thread = threading.Thread(target=closer)
+            thread.start()
+            try:
+                with self.assertRaises(OSError) as cm:
+                    a.recv_d(10)
+            finally:
+                thread.join()
+            return cm.exception
+        exc = micro_thread.run(main)
+        # recv() says EBADF too; not a TimeoutError.
+        self.assertNotIsInstance(exc, TimeoutError)
+        self.assertEqual(exc.errno, errno.EBADF)
+
+        # A new socket with the same fd number can be waited on: epoll
+        # dropped the closed one, so the scheduler must arm it anew.
+        c, d = self.pair()
+        if d.fileno() == number:
+            c, d = d, c
+        self.assertEqual(c.fileno(), number)
+        self.watchdog(c, d)
+
+        def again():
+            reader = micro_thread.start(c.recv_d, 10)
+            micro_thread.sleep(0)
+            d.send(b'x')
+            return reader.join()
+        self.assertEqual(micro_thread.run(again), b'x')
 
 
 class OutsideMicroThreadTests(SocketTestCase):
