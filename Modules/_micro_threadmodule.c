@@ -650,7 +650,23 @@ task_arm_timers(Task *t)
 static void
 fdq_on_cancel(WaitQueue *Py_UNUSED(q), Task *t)
 {
-    t->sched->io_waits--;
+    SchedulerObject *s = t->sched;
+    s->io_waits--;
+    int fd = t->x->io.fd;
+    if (fd < 0 || fd >= s->fdwaits_cap || s->fdwaits[fd] == NULL) {
+        return;
+    }
+    FdWaits *w = s->fdwaits[fd];
+    WaitQueue *q = t->queue;
+    if (q->head == t && q->tail == t
+        && (q == &w->readers ? w->writers.head : w->readers.head) == NULL)
+    {
+        /* Its last waiter gave up, maybe because the fd was closed by
+           another OS thread (whose close this scheduler is not told of):
+           the next wait arms it with epoll_ctl() again, which finds the
+           fd anew if the number now names another file. */
+        w->armed = 0;
+    }
 }
 
 static FdWaits *
@@ -1655,6 +1671,8 @@ microthread_repr(PyObject *op)
     return res;
 }
 
+static int check_owner_thread(MicroThreadObject *mt);
+
 /* The Python frames of a micro-thread, innermost first, up to its base. */
 static PyObject *
 microthread_frames(MicroThreadObject *mt)
@@ -1673,6 +1691,11 @@ microthread_frames(MicroThreadObject *mt)
         f = mt->core.top;
     }
     else if (mt->core.state == _PyMicroThread_RUNNING) {
+        if (check_owner_thread(mt) < 0) {
+            /* Its frames are on another OS thread's stack. */
+            Py_DECREF(list);
+            return NULL;
+        }
         f = mt->task.pinned ? mt->task.x->pinned_frame
                             : _PyThreadState_GET()->current_frame;
     }

@@ -28,6 +28,7 @@ import tempfile
 import textwrap
 import threading
 import traceback
+import types
 import unittest
 import weakref
 from test import support
@@ -538,6 +539,14 @@ class SuspensionTests(MicroThreadTestCase):
         gc.collect()
         self.assertIs(t.join(), node)
         del node.t
+
+    def test_function_of_exec_mode_code(self):
+        # Code that is not optimized (compiled in 'exec' mode) stores its
+        # names in the function's globals, as when called directly.
+        ns = {}
+        fn = types.FunctionType(compile('x = 42', '<test>', 'exec'), ns)
+        self.assertIsNone(micro_thread.start(fn).join())
+        self.assertEqual(ns['x'], 42)
 
     def test_arguments_kept_by_a_c_callable_are_tracked(self):
         # A callable run through C (keywords, more than three arguments) may
@@ -3011,6 +3020,32 @@ class LifecycleTests(MicroThreadTestCase):
                                   'close', 'blocked'])
         pipe.put('v')
         self.assertEqual(t.join(), 'v')
+
+    @threading_helper.requires_working_threading()
+    @threading_helper.reap_threads
+    def test_stack_of_a_micro_thread_running_in_another_os_thread(self):
+        # Its frames are on that thread's stack: refused, rather than
+        # listing the caller's own frames.
+        running = threading.Event()
+        release = threading.Event()
+        box = []
+
+        def spin():
+            running.set()
+            release.wait(support.SHORT_TIMEOUT)
+
+        def other():
+            box.append(micro_thread.start(spin))
+            micro_thread.sleep(0)
+
+        thread = threading.Thread(target=other)
+        with threading_helper.start_threads([thread]):
+            self.assertTrue(running.wait(support.SHORT_TIMEOUT))
+            try:
+                with self.assertRaisesRegex(RuntimeError, 'another OS thread'):
+                    box[0].stack()
+            finally:
+                release.set()
 
     @threading_helper.requires_working_threading()
     @threading_helper.reap_threads
