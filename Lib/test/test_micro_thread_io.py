@@ -347,6 +347,22 @@ class FileIOTests(IOTestCase):
 
 class BufferedReaderTests(IOTestCase):
 
+    def test_detach_while_a_read_d_waits(self):
+        # The waiting call ends with the error a read of a detached object
+        # gives (it read a NULL raw stream when the data came).
+        r, w = self.pipe()
+        f = self.fopen(r, 'rb', closefd=False)
+
+        def main():
+            reader = self.start_blocked(f.readline_d)
+            raw = f.detach()
+            self.addCleanup(raw.close)
+            self.feed(w, b'late\n').join()
+            with self.assertRaisesRegex(ValueError, 'detached'):
+                reader.join()
+            return raw.read(10)
+        self.assertEqual(micro_thread.run(main), b'late\n')
+
     def test_read_d_waits_for_all_it_asked_for(self):
         r, w = self.pipe()
         f = self.fopen(r, 'rb')
