@@ -110,6 +110,8 @@ typedef struct {
                                    read on a worker: the bytes it fills */
     Py_ssize_t result;          /* worker: bytes done, or -1 */
     int error;                  /* worker: errno */
+    int positioned;             /* worker: pread()/pwrite() at offset */
+    off_t offset;
 } fd_call;
 
 static void
@@ -215,10 +217,15 @@ fd_call_work(void *arg)
     Py_ssize_t n;
     do {
         if (c->is_write) {
-            n = write(c->fd, PyBytes_AS_STRING(c->data), (size_t)PyBytes_GET_SIZE(c->data));
+            size_t len = (size_t)PyBytes_GET_SIZE(c->data);
+            n = c->positioned
+                ? pwrite(c->fd, PyBytes_AS_STRING(c->data), len, c->offset)
+                : write(c->fd, PyBytes_AS_STRING(c->data), len);
         }
         else {
-            n = read(c->fd, PyBytes_AS_STRING(c->data), (size_t)c->length);
+            n = c->positioned
+                ? pread(c->fd, PyBytes_AS_STRING(c->data), (size_t)c->length, c->offset)
+                : read(c->fd, PyBytes_AS_STRING(c->data), (size_t)c->length);
         }
     } while (n < 0 && errno == EINTR);
     c->result = n;
@@ -231,6 +238,12 @@ fd_call_work_done(PyObject *state, int Py_UNUSED(status))
     fd_call *c = fd_call_of(state);
     if (c->result < 0) {
         errno = c->error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* Only now, with the caller still waiting for it, does the file
+       position move: a call given up (kill(), a timeout) consumed
+       nothing, and wrote what a retry writes again in the same place. */
+    if (c->positioned && lseek(c->fd, c->offset + c->result, SEEK_SET) < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     if (c->is_write) {
@@ -282,8 +295,13 @@ fd_call_run(PyObject *const *args, int fd, int kind, int is_write,
     else {
         /* The worker uses a duplicate of fd, so that fd being closed (and
            its number reused) meanwhile cannot make it read or write
-           another file; it fills c->data, which nothing else can see. */
+           another file; it fills c->data, which nothing else can see.
+           It reads or writes at the current position without moving it
+           (except in append mode): see fd_call_work_done(). */
         c->owns_fd = 1;
+        int flags = fcntl(fd, F_GETFL);
+        c->offset = lseek(fd, 0, SEEK_CUR);
+        c->positioned = flags >= 0 && !(flags & O_APPEND) && c->offset >= 0;
         res = PyDeferred_Offload(args, fd_call_work, c, fd_call_work_done, state);
     }
     Py_DECREF(state);

@@ -395,6 +395,40 @@ class WorkerPoolTests(NotifierTestCase):
             # The ticker ran while the micro-thread waited for the worker.
             self.assertGreater(len(ticks), 1)
 
+    def test_killed_read_consumes_nothing(self):
+        # The worker reads at the file position without moving it; the
+        # position moves only for a call that takes the data.
+        with tempfile.TemporaryFile() as f:
+            f.write(b'0123456789' * (1 << 20))
+            f.flush()
+            f.seek(0)
+            fd = f.fileno()
+
+            def main():
+                t = micro_thread.start(os.read_d, fd, 8 << 20)
+                micro_thread.sleep(0)
+                t.kill()
+                with self.assertRaises(micro_thread.MicroThreadExit):
+                    t.join()
+                for _ in range(50):         # let the worker finish
+                    micro_thread.sleep(0.01)
+                return os.lseek(fd, 0, os.SEEK_CUR), os.read_d(fd, 5), os.read(fd, 5)
+            self.assertEqual(micro_thread.run(main), (0, b'01234', b'56789'))
+
+    def test_append_mode_write_appends(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, 'log')
+            with open(path, 'wb') as f:
+                f.write(b'first ')
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                self.assertEqual(micro_thread.run(os.write_d, fd, b'second'), 6)
+            finally:
+                os.close(fd)
+            with open(path, 'rb') as f:
+                self.assertEqual(f.read(), b'first second')
+
     def test_fd_closed_and_reused_while_the_worker_writes(self):
         # The worker writes through a duplicate of the fd: closing the fd
         # and reusing its number meanwhile cannot send the data elsewhere.
