@@ -527,6 +527,8 @@ class DeferringTests(SocketTestCase):
                 client.connect_d(path)
                 t.join()
             micro_thread.run(main)
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))
             print(len(events))
         """)
         res = script_helper.assert_python_ok('-c', code)
