@@ -269,15 +269,13 @@ queue_push(WaitQueue *q, Task *t)
     }
 }
 
-/* Take t out of its queue.  The queue's reference to the micro-thread is
-   dropped: callers that still use t hold one of their own. */
+/* Take t, which is in a queue, out of it; the queue's reference to the
+   micro-thread becomes the caller's. */
 static void
-task_unqueue(Task *t)
+task_unlink(Task *t)
 {
     WaitQueue *q = t->queue;
-    if (q == NULL) {
-        return;
-    }
+    assert(q != NULL);
     if (t->qprev) {
         t->qprev->qnext = t->qnext;
     }
@@ -295,9 +293,20 @@ task_unqueue(Task *t)
     if (t->x != NULL) {
         Py_CLEAR(t->x->qitem);
     }
-    if (task_mt(t) != NULL) {
-        Py_DECREF(task_mt(t));
+}
+
+/* Take t out of its queue, if any.  The queue's reference to the
+   micro-thread is dropped: callers that still use t hold one of their
+   own. */
+static void
+task_unqueue(Task *t)
+{
+    if (t->queue == NULL) {
+        return;
     }
+    MicroThreadObject *mt = task_mt(t);
+    task_unlink(t);
+    Py_XDECREF(mt);
 }
 
 static int
@@ -415,25 +424,44 @@ task_deadline(Task *t)
 /* The scheduler: ready queue and timers */
 
 static int
-ready_push(SchedulerObject *s, MicroThreadObject *mt)
+ready_grow(SchedulerObject *s)
 {
-    if (s->ready_len == s->ready_cap) {
-        Py_ssize_t cap = s->ready_cap ? s->ready_cap * 2 : 64;
-        PyObject **items = PyMem_New(PyObject *, cap);
-        if (items == NULL) {
-            return -1;
-        }
-        for (Py_ssize_t i = 0; i < s->ready_len; i++) {
-            items[i] = s->ready[(s->ready_head + i) & (s->ready_cap - 1)];
-        }
-        PyMem_Free(s->ready);
-        s->ready = items;
-        s->ready_cap = cap;
-        s->ready_head = 0;
+    Py_ssize_t cap = s->ready_cap ? s->ready_cap * 2 : 64;
+    PyObject **items = PyMem_New(PyObject *, cap);
+    if (items == NULL) {
+        return -1;
     }
-    s->ready[(s->ready_head + s->ready_len) & (s->ready_cap - 1)] = Py_NewRef(mt);
+    for (Py_ssize_t i = 0; i < s->ready_len; i++) {
+        items[i] = s->ready[(s->ready_head + i) & (s->ready_cap - 1)];
+    }
+    PyMem_Free(s->ready);
+    s->ready = items;
+    s->ready_cap = cap;
+    s->ready_head = 0;
+    return 0;
+}
+
+/* Append mt to the ready queue, which takes over the caller's reference
+   (-1 if out of memory: the reference is still the caller's). */
+static inline int
+ready_push_ref(SchedulerObject *s, MicroThreadObject *mt)
+{
+    if (s->ready_len == s->ready_cap && ready_grow(s) < 0) {
+        return -1;
+    }
+    s->ready[(s->ready_head + s->ready_len) & (s->ready_cap - 1)] = (PyObject *)mt;
     s->ready_len++;
     mt->in_ready = 1;
+    return 0;
+}
+
+static int
+ready_push(SchedulerObject *s, MicroThreadObject *mt)
+{
+    if (ready_push_ref(s, mt) < 0) {
+        return -1;
+    }
+    Py_INCREF(mt);
     return 0;
 }
 
@@ -546,22 +574,34 @@ task_wake(Task *t, PyObject *value, PyObject *exc)
 {
     assert(t->blocked && !t->woken);
     MicroThreadObject *mt = task_mt(t);
-    Py_XINCREF(mt);
-    task_unqueue(t);
+    /* Our reference to the micro-thread: the queue's if it is in one, and
+       it goes to the ready queue. */
+    if (t->queue != NULL) {
+        task_unlink(t);
+    }
+    else {
+        Py_XINCREF(mt);
+    }
     t->timer_gen++;
     t->blocked = 0;
     t->woken = 1;
     t->value = value;
     t->exc = exc;
-    task_clear_what(t);
-    task_end_io(t);
+    t->what = NULL;
+    if (t->x != NULL) {
+        Py_CLEAR(t->x->what_obj);
+        task_end_io(t);
+    }
     if (mt != NULL) {
-        if (!t->pinned && ready_push(t->sched, mt) < 0) {
+        if (t->pinned) {
+            Py_DECREF(mt);
+        }
+        else if (ready_push_ref(t->sched, mt) < 0) {
             /* Out of memory: the outcome stays and the scheduler's next
                step reports the error. */
             PyErr_Clear();
+            Py_DECREF(mt);
         }
-        Py_DECREF(mt);
     }
 }
 
@@ -625,8 +665,8 @@ fire_due_timers(SchedulerObject *s)
 }
 
 /* Arm the timers of a task that has just blocked. */
-static int
-task_arm_timers(Task *t)
+static Py_NO_INLINE int
+task_push_timers(Task *t)
 {
     PyTime_t scope = task_deadline(t);
     if (t->block_deadline != NO_DEADLINE
@@ -640,6 +680,15 @@ task_arm_timers(Task *t)
         return -1;
     }
     return 0;
+}
+
+static inline int
+task_arm_timers(Task *t)
+{
+    if (t->block_deadline == NO_DEADLINE && task_deadline(t) == NO_DEADLINE) {
+        return 0;
+    }
+    return task_push_timers(t);
 }
 
 
@@ -1037,10 +1086,103 @@ finish(MicroThreadObject *mt, PyObject *result, PyObject *exception)
     Py_DECREF(mt);
 }
 
+/* A micro-thread has suspended: arm its wait.  A failure to arm is raised
+   where it deferred instead. */
+static int arm_from_task(PyObject *waitobj, PyObject *op);
+/* Arm functions that queue the task on its object's wait queue; defined
+   below, with the objects. */
+static int arm_join(PyObject *mt, Task *t);
+static int arm_pipe_get(PyObject *pipe, Task *t);
+static int arm_pipe_put(PyObject *pipe, Task *t);
+static int arm_waiter(PyObject *waiter, Task *t);
+
+
+static void
+arm_suspended(MicroThreadObject *mt, PyDeferred_ArmFunc arm, PyObject *waitobj)
+{
+    int rc;
+    if (arm == arm_from_task) {
+        rc = arm_from_task(waitobj, (PyObject *)mt);    /* a direct call */
+    }
+    else if (arm != NULL) {
+        rc = arm(waitobj, (PyObject *)mt);
+    }
+    else {
+        PyErr_SetString(PyExc_SystemError, "micro-thread suspended without a wait");
+        rc = -1;
+    }
+    if (rc < 0) {
+        Task *t = &mt->task;
+        if (!t->blocked) {
+            t->blocked = 1;
+        }
+        task_cancel_wait(t);
+        task_wake(t, NULL, PyErr_GetRaisedException());
+    }
+}
+
+/* Take the outcome a woken micro-thread resumes with: *exc, or else *value
+   (None if none); new references. */
+static void
+take_outcome(Task *t, PyObject **value, PyObject **exc)
+{
+    *exc = t->exc;
+    *value = t->value != NULL || t->exc != NULL ? t->value : Py_NewRef(Py_None);
+    t->value = t->exc = NULL;
+    t->woken = 0;
+    t->thrown = 0;
+}
+
+/* Switching in place (see _PyMicroThreadHandOff): when a micro-thread run by
+   run_step() suspends, the eval loop goes on with the head of the ready
+   queue itself, as the loop calling run_step() would next, unless that
+   loop has something else to do first: its waiter was woken, or timers or
+   I/O are due to be checked. */
+typedef struct {
+    SchedulerObject *sched;
+    Task *waiter;           /* whose loop drives the scheduler */
+} HandOff;
+
+static _PyMicroThreadCore *
+hand_off(void *arg, _PyMicroThreadCore *core, PyDeferred_ArmFunc arm,
+         PyObject *waitobj, PyObject **value, PyObject **exc)
+{
+    HandOff *h = (HandOff *)arg;
+    SchedulerObject *s = h->sched;
+    MicroThreadObject *prev = microthread_of_core(core);
+    if (s->ready_len == 0 || h->waiter->woken
+        || (s->ntimers > 0 && s->steps_to_timer_check <= 1)
+        || (s->io_waits > 0 && s->steps_to_io_check <= 1))
+    {
+        return NULL;
+    }
+    MicroThreadObject *next = MicroThread_CAST(s->ready[s->ready_head]);
+    if (next->finished || next->core.state != _PyMicroThread_SUSPENDED) {
+        return NULL;
+    }
+    /* One step of the loop calling run_step(); the next one is taken first,
+       so that nothing run by arming the wait can run it. */
+    ready_pop(s);                   /* its reference is now the runner's */
+    take_outcome(&next->task, value, exc);
+    if (s->ntimers > 0) {
+        s->steps_to_timer_check--;
+    }
+    if (s->io_waits > 0) {
+        s->steps_to_io_check--;
+    }
+    arm_suspended(prev, arm, waitobj);
+    /* As run_step() would: if this was the last reference, prev is closed
+       here, swapped out as it is. */
+    Py_DECREF(prev);
+    return &next->core;
+}
+
 /* Run the micro-thread at the head of the ready queue until it suspends or
-   finishes.  Returns -1 only when the scheduler itself failed. */
+   finishes (or, when waiter is not NULL, those it switches to in place,
+   until one returns to here).  Returns -1 only when the scheduler itself
+   failed. */
 static int
-run_step(SchedulerObject *s)
+run_step(SchedulerObject *s, Task *waiter)
 {
     PyThreadState *tstate = _PyThreadState_GET();
     MicroThreadObject *mt = ready_pop(s);
@@ -1048,31 +1190,22 @@ run_step(SchedulerObject *s)
         Py_DECREF(mt);
         return 0;
     }
-    Task *t = &mt->task;
-    PyObject *value = t->value, *exc = t->exc;
-    t->value = t->exc = NULL;
-    t->woken = 0;
-    t->thrown = 0;
-    _PyMicroThreadWait wait;
-    PyObject *res = _PyMicroThread_Run(tstate, &mt->core,
-                                       value ? value : Py_None, exc, &wait);
+    PyObject *value, *exc;
+    take_outcome(&mt->task, &value, &exc);
+    HandOff h = {s, waiter};
+    _PyMicroThreadRunner runner = {
+        .handoff = waiter != NULL ? hand_off : NULL,
+        .handoff_arg = &h,
+    };
+    PyObject *res = _PyMicroThread_Run(tstate, &mt->core, value, exc, &runner);
     Py_XDECREF(value);
     Py_XDECREF(exc);
-    if (wait.suspended) {
-        PyDeferred_ArmFunc arm = wait.arm;
-        PyObject *waitobj = wait.waitobj;
-        if (arm == NULL || arm(waitobj, (PyObject *)mt) < 0) {
-            if (arm == NULL) {
-                PyErr_SetString(PyExc_SystemError, "micro-thread suspended without a wait");
-            }
-            /* Raise the failure where it deferred instead. */
-            if (!t->blocked) {
-                t->blocked = 1;
-            }
-            task_cancel_wait(t);
-            task_wake(t, NULL, PyErr_GetRaisedException());
-        }
-        Py_XDECREF(waitobj);
+    /* The reference taken from the ready queue is now to the one whose run
+       ended here. */
+    mt = microthread_of_core(runner.mt);
+    if (runner.suspended) {
+        arm_suspended(mt, runner.arm, runner.waitobj);
+        Py_XDECREF(runner.waitobj);
     }
     else if (res != NULL) {
         finish(mt, res, NULL);
@@ -1157,7 +1290,7 @@ run_until_woken(SchedulerObject *s, Task *w)
                     goto fail;
                 }
             }
-            if (run_step(s) < 0) {
+            if (run_step(s, w) < 0) {
                 goto fail;
             }
             continue;
@@ -1229,7 +1362,8 @@ arm_from_task(PyObject *waitobj, PyObject *op)
     arm_func arm = t->sched->defer_arm;
     t->sched->defer_arm = NULL;
     t->blocked = 1;
-    int rc = arm(waitobj, t);
+    /* The most common wait is called directly (it is then inlined). */
+    int rc = arm == arm_pipe_get ? arm_pipe_get(waitobj, t) : arm(waitobj, t);
     if (rc == 0 && t->blocked && task_arm_timers(t) < 0) {
         return -1;
     }
@@ -1284,16 +1418,10 @@ report_pinning(SchedulerObject *s, Task *t, const char *what)
     return 0;
 }
 
-/* Block the current task (see the comment at the top of this file).
-   args is the calling function's argument array, or NULL for a tp_iternext
-   function, whose self is iter; arm(obj, task) puts the
-   task where it will be woken from; deadline/kind: a deadline of this
-   block only (sleep, join(timeout)), or NO_DEADLINE; io: the I/O wait
-   for arm_io(), or NULL. */
 static PyObject *
-block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
-      PyObject *obj, const char *what, PyObject *what_obj, PyTime_t deadline,
-      int kind, const IOWait *io)
+block_slow(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
+           PyObject *obj, const char *what, PyObject *what_obj, PyTime_t deadline,
+           int kind, const IOWait *io)
 {
     Task *t = current_task(s);
     if (task_mt(t) != NULL && task_mt(t)->core.closing) {
@@ -1367,6 +1495,48 @@ block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
     return res;
 }
 
+/* Nothing in the task's extra part for block_slow() to deal with. */
+static inline int
+task_extra_idle(TaskExtra *x)
+{
+    return x->pending == NULL && x->ndeadlines == 0 && x->what_obj == NULL
+           && x->io.state == NULL && x->io.job == NULL;
+}
+
+/* Block the current task (see the comment at the top of this file).
+   args is the calling function's argument array, or NULL for a tp_iternext
+   function, whose self is iter; arm(obj, task) puts the
+   task where it will be woken from; deadline/kind: a deadline of this
+   block only (sleep, join(timeout)), or NO_DEADLINE; io: the I/O wait
+   for arm_io(), or NULL. */
+static inline PyObject *
+block(SchedulerObject *s, PyObject *const *args, PyObject *iter, arm_func arm,
+      PyObject *obj, const char *what, PyObject *what_obj, PyTime_t deadline,
+      int kind, const IOWait *io)
+{
+    /* The common case, inline: a micro-thread with nothing for block_slow()
+       to look at (a kill() to raise, timeout scopes, ...), blocking with no
+       deadline, I/O or object of its own, where it can suspend. */
+    _PyMicroThreadCore *core = ((_PyThreadStateImpl *)_PyThreadState_GET())->mt_current;
+    if (core != NULL && args != NULL && deadline == NO_DEADLINE && io == NULL
+        && what_obj == NULL)
+    {
+        Task *t = &microthread_of_core(core)->task;
+        if (!t->blocked && !t->woken && (t->x == NULL || task_extra_idle(t->x))) {
+            int deferred = _PyDeferred_TryDefer(args, arm_from_task, obj);
+            if (deferred > 0) {
+                t->what = what;
+                t->block_deadline = NO_DEADLINE;
+                s->defer_arm = arm;
+            }
+            if (deferred != 0) {
+                return NULL;
+            }
+        }
+    }
+    return block_slow(s, args, iter, arm, obj, what, what_obj, deadline, kind, io);
+}
+
 /* Arm functions of the simple waits. */
 static int
 arm_nothing(PyObject *Py_UNUSED(obj), Task *Py_UNUSED(t))
@@ -1380,13 +1550,6 @@ arm_yield(PyObject *Py_UNUSED(obj), Task *t)
     task_wake(t, Py_NewRef(Py_None), NULL);   /* to the back of the queue */
     return 0;
 }
-
-/* Arm functions that queue the task on its object's wait queue; defined
-   below, with the objects. */
-static int arm_join(PyObject *mt, Task *t);
-static int arm_pipe_get(PyObject *pipe, Task *t);
-static int arm_pipe_put(PyObject *pipe, Task *t);
-static int arm_waiter(PyObject *waiter, Task *t);
 
 
 /* ====================================================================== */
@@ -2026,16 +2189,16 @@ microthread_finalize(PyObject *op)
                 PyErr_WriteUnraisable(op);
             }
             else {
-                _PyMicroThreadWait wait;
+                _PyMicroThreadRunner runner = {.handoff = NULL};
                 PyObject *res = _PyMicroThread_Run(tstate, &mt->core, NULL, exc,
-                                                   &wait);
+                                                   &runner);
                 Py_DECREF(exc);
                 /* It cannot defer while closing. */
-                assert(!wait.suspended);
+                assert(!runner.suspended);
                 if (res != NULL) {
                     finish(mt, res, NULL);
                 }
-                else if (!wait.suspended) {
+                else if (!runner.suspended) {
                     PyObject *err = PyErr_GetRaisedException();
                     if (!PyErr_GivenExceptionMatches(err, PyExc_MicroThreadExit)) {
                         PyErr_SetRaisedException(Py_NewRef(err));
@@ -2326,7 +2489,31 @@ pipe_check_thread(PipeObject *p)
 static void
 pipe_hand_over(PipeObject *p, PyObject *item)
 {
-    task_wake(p->getters.head, item, NULL);
+    Task *t = p->getters.head;
+    SchedulerObject *s = t->sched;
+    if (t == &s->root || t->x != NULL || t->pinned || s->ready_len == s->ready_cap) {
+        task_wake(t, item, NULL);
+        return;
+    }
+    /* task_wake() of the common case, inline: a micro-thread with nothing
+       in its extra part, which goes from the head of the getters to the
+       ready queue with the getters' reference to it. */
+    assert(t->blocked && !t->woken && t->qprev == NULL);
+    p->getters.head = t->qnext;
+    if (t->qnext != NULL) {
+        t->qnext->qprev = NULL;
+    }
+    else {
+        p->getters.tail = NULL;
+    }
+    t->queue = NULL;
+    t->qnext = NULL;
+    t->timer_gen++;
+    t->blocked = 0;
+    t->woken = 1;
+    t->value = item;
+    t->what = NULL;
+    (void)ready_push_ref(s, task_mt(t));    /* there is room */
 }
 
 /* After an item left the buffer: let the first blocked putter in. */
@@ -3230,7 +3417,7 @@ mt_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         for (Py_ssize_t n = s->ready_len; n > 0 && s->ready_len > 0; n--) {
-            if (run_step(s) < 0) {
+            if (run_step(s, NULL) < 0) {
                 return NULL;
             }
         }
@@ -3382,7 +3569,7 @@ _micro_thread__shutdown_impl(PyObject *module)
             return NULL;
         }
         if (s->ready_len > 0) {
-            if (run_step(s) < 0) {
+            if (run_step(s, NULL) < 0) {
                 return NULL;
             }
         }

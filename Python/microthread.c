@@ -75,13 +75,23 @@ suspendable_frame(PyThreadState *tstate, _PyMicroThreadCore *mt)
 
 static int chain_can_suspend(_PyMicroThreadCore *mt, _PyInterpreterFrame *f);
 
-int
-PyDeferred_CanDefer(PyObject *const *args)
+static inline int
+can_defer(PyThreadState *tstate, PyObject *const *args)
 {
-    PyThreadState *tstate = _PyThreadState_GET();
     _PyMicroThreadCore *mt = TSTATE_IMPL(tstate)->mt_current;
-    _PyInterpreterFrame *f = suspendable_frame(tstate, mt);
-    if (f == NULL) {
+    _PyInterpreterFrame *f = tstate->current_frame;
+    if (mt == NULL || f == NULL) {
+        return 0;
+    }
+    if (f->owner == FRAME_OWNED_BY_MICROTHREAD) {
+        /* The common case, checked first: the running micro-thread has
+           suspended in this frame before (a heap frame is always its own,
+           and a code frame). */
+        if (mt->closing || tstate->interp->eval_frame != NULL) {
+            return 0;
+        }
+    }
+    else if ((f = suspendable_frame(tstate, mt)) == NULL) {
         return 0;
     }
     /* The deferring function must have been called by the current frame's
@@ -95,7 +105,16 @@ PyDeferred_CanDefer(PyObject *const *args)
     if (!is_call_opcode(frame_base_opcode(f))) {
         return 0;
     }
+    if (f->owner == FRAME_OWNED_BY_MICROTHREAD) {
+        return 1;       /* the common case: it has suspended here before */
+    }
     return chain_can_suspend(mt, f);
+}
+
+int
+PyDeferred_CanDefer(PyObject *const *args)
+{
+    return can_defer(_PyThreadState_GET(), args);
 }
 
 int
@@ -235,22 +254,17 @@ unlink_generator_exc_items(PyThreadState *tstate, _PyErr_StackItem *runner_item)
     item->previous_item = NULL;
 }
 
-PyObject *
-PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
+/* PyDeferred_Defer() in a micro-thread: record the deferral and raise the
+   CDeferred.  -1 if the CDeferred could not be made. */
+static inline int
+defer(PyThreadState *tstate, PyDeferred_ArmFunc arm, PyObject *waitobj)
 {
-    PyThreadState *tstate = _PyThreadState_GET();
     _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
-    _PyMicroThreadCore *mt = ts->mt_current;
-    if (mt == NULL) {
-        PyErr_SetString(PyExc_SystemError,
-                        "PyDeferred_Defer() called outside a micro-thread");
-        return NULL;
-    }
     if (ts->mt_defer_exc == NULL) {
         /* Once per OS thread; every later deferral reuses it. */
         ts->mt_defer_exc = PyObject_CallNoArgs(PyDeferred_CDeferred);
         if (ts->mt_defer_exc == NULL) {
-            return NULL;
+            return -1;
         }
     }
     assert(!_PyErr_Occurred(tstate));
@@ -260,8 +274,34 @@ PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
     Py_XSETREF(ts->mt_defer_waitobj, Py_XNewRef(waitobj));
     /* No __context__ chaining, and the eval loop stops it before any
        traceback is made. */
-    _PyErr_SetRaisedException(tstate, Py_NewRef(ts->mt_defer_exc));
+    PyObject *old = tstate->current_exception;
+    tstate->current_exception = Py_NewRef(ts->mt_defer_exc);
+    Py_XDECREF(old);
+    return 0;
+}
+
+PyObject *
+PyDeferred_Defer(PyDeferred_ArmFunc arm, PyObject *waitobj)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    if (TSTATE_IMPL(tstate)->mt_current == NULL) {
+        PyErr_SetString(PyExc_SystemError,
+                        "PyDeferred_Defer() called outside a micro-thread");
+        return NULL;
+    }
+    (void)defer(tstate, arm, waitobj);
     return NULL;
+}
+
+int
+_PyDeferred_TryDefer(PyObject *const *args, PyDeferred_ArmFunc arm,
+                     PyObject *waitobj)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    if (!can_defer(tstate, args)) {
+        return 0;
+    }
+    return defer(tstate, arm, waitobj) < 0 ? -1 : 1;
 }
 
 static void
@@ -341,40 +381,22 @@ refuse_suspension(PyThreadState *tstate, const char *why)
     return -1;
 }
 
-/* Called at the eval loop's "error:" label when the current exception is
-   this thread's CDeferred instance: move the frames from frame (innermost)
-   to the micro-thread's base to the heap, innermost first, and pop them from
-   the thread's data stack.  Frames already on the heap are left where they
-   are, so this is O(frames entered since the last resume).  On failure,
-   nothing was changed and a real exception replaces the CDeferred. */
-int
-_PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
+/* Move the frames from frame (innermost) down to the first one already on
+   the heap (or the base) to the heap; generator frames stay where they
+   are.  *top is set to where frame ends up, *ngen counts the generator
+   frames.  On failure nothing was changed. */
+static Py_NO_INLINE int
+move_frames_to_heap(PyThreadState *tstate, _PyMicroThreadCore *mt,
+                    _PyInterpreterFrame *frame, _PyInterpreterFrame **top,
+                    int *ngen)
 {
     _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
-    _PyMicroThreadCore *mt = ts->mt_current;
-    if (mt == NULL || ts->mt_defer_frame == NULL || mt->base == NULL) {
-        return refuse_suspension(tstate, "no micro-thread deferral is pending");
-    }
-    int op = frame_base_opcode(frame);
-    int reexecute = op == FOR_ITER;
-    if (ts->mt_defer_frame != frame || ts->mt_defer_instr != frame->instr_ptr
-        || !(is_call_opcode(op) || reexecute)
-        || (reexecute && (frame->stacktop < 1
-                          || frame->localsplus[frame->stacktop - 1]
-                             != TSTATE_IMPL(tstate)->mt_for_iter)))
-    {
-        /* A C function between the call and the deferral swallowed or
-           replaced the call's outcome; suspending would resume the wrong
-           call. */
-        return refuse_suspension(tstate, "it was not called directly by Python code");
-    }
-
     /* Pass 1: allocate a heap block for each frame still on the data stack
        (generator frames stay where they are: in their generator). */
     enum { SMALL = 16 };
     _PyInterpreterFrame *small[SMALL];
     _PyInterpreterFrame **heap = small;
-    int nthread = 0, nwalk = 0, ngen = 0;
+    int nthread = 0, nwalk = 0;
     for (_PyInterpreterFrame *f = frame;
          f->owner == FRAME_OWNED_BY_THREAD || f->owner == FRAME_OWNED_BY_GENERATOR;
          f = f->previous)
@@ -384,7 +406,7 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
             nthread++;
         }
         else {
-            ngen++;
+            (*ngen)++;
         }
         if (f == mt->base) {
             break;
@@ -422,7 +444,7 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
 
     /* Pass 2: move them, innermost (the top of the data stack) first, and
        link each frame of the walk to where the one below it ends up. */
-    _PyInterpreterFrame *f = frame, *above = NULL, *top = frame;
+    _PyInterpreterFrame *f = frame, *above = NULL;
     i = 0;
     for (int k = 0; k < nwalk; k++) {
         _PyInterpreterFrame *prev = f->previous;
@@ -449,7 +471,7 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
             above->previous = h;
         }
         else {
-            top = h;
+            *top = h;
         }
         above = h;
         f = prev;
@@ -458,6 +480,47 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
         PyMem_Free(heap);
     }
     mt->nheap += nthread;
+    return 0;
+}
+
+/* The first part of _PyMicroThread_Suspend(): move the frames from frame
+   (innermost) to the micro-thread's base to the heap, innermost first, and
+   pop them from the thread's data stack.  Frames already on the heap are
+   left where they are, so this is O(frames entered since the last resume).
+   On failure, nothing was changed and a real exception replaces the
+   CDeferred. */
+static int
+suspend_frames(PyThreadState *tstate, _PyInterpreterFrame *frame)
+{
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    _PyMicroThreadCore *mt = ts->mt_current;
+    if (mt == NULL || ts->mt_defer_frame == NULL || mt->base == NULL) {
+        return refuse_suspension(tstate, "no micro-thread deferral is pending");
+    }
+    int op = frame_base_opcode(frame);
+    int reexecute = op == FOR_ITER;
+    if (ts->mt_defer_frame != frame || ts->mt_defer_instr != frame->instr_ptr
+        || !(is_call_opcode(op) || reexecute)
+        || (reexecute && (frame->stacktop < 1
+                          || frame->localsplus[frame->stacktop - 1]
+                             != TSTATE_IMPL(tstate)->mt_for_iter)))
+    {
+        /* A C function between the call and the deferral swallowed or
+           replaced the call's outcome; suspending would resume the wrong
+           call. */
+        return refuse_suspension(tstate, "it was not called directly by Python code");
+    }
+
+    /* Frames entered since the last resume (all of them the first time)
+       go to the heap; in the common case of a micro-thread suspending
+       again where it suspended before, there are none. */
+    _PyInterpreterFrame *top = frame;
+    int ngen = 0;
+    if (frame->owner != FRAME_OWNED_BY_MICROTHREAD
+        && move_frames_to_heap(tstate, mt, frame, &top, &ngen) < 0)
+    {
+        return -1;
+    }
 
     /* The innermost frame resumes just after its call, like a caller of a
        Python function does; every outer frame already has its return offset
@@ -480,7 +543,7 @@ _PyMicroThread_SuspendFrames(PyThreadState *tstate, _PyInterpreterFrame *frame)
         /* Generator frames may have left the chain since: see if any is
            still in it. */
         mt->gen_frames = 0;
-        for (f = top; f != NULL; f = f->previous) {
+        for (_PyInterpreterFrame *f = top; f != NULL; f = f->previous) {
             if (f->owner == FRAME_OWNED_BY_GENERATOR) {
                 mt->gen_frames = 1;
                 break;
@@ -598,14 +661,162 @@ first_run(PyThreadState *tstate, _PyMicroThreadCore *mt)
     return res;
 }
 
-PyObject *
-_PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
-                   PyObject *value, PyObject *exc, _PyMicroThreadWait *wait)
+/* Swap the micro-thread's own interpreter state in (the caller's is in the
+   runner) ... */
+static void
+swap_in(PyThreadState *tstate, _PyMicroThreadRunner *runner,
+        _PyMicroThreadCore *mt)
 {
     _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
-    wait->suspended = 0;
-    wait->arm = NULL;
-    wait->waitobj = NULL;
+    mt->state = _PyMicroThread_RUNNING;
+    ts->mt_current = mt;
+    runner->mt = mt;
+    runner->exc_state.exc_value = mt->exc_value;
+    runner->exc_state.previous_item = NULL;
+    mt->exc_value = NULL;
+    tstate->exc_info = &runner->exc_state;
+    tstate->context = mt->context;
+    mt->context = NULL;
+    tstate->context_ver++;
+}
+
+/* ... and out, giving the OS thread back to the runner's caller. */
+static void
+swap_out(PyThreadState *tstate, _PyMicroThreadRunner *runner,
+         _PyMicroThreadCore *mt)
+{
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    if (mt->state == _PyMicroThread_SUSPENDED) {
+        /* The innermost suspended generator's item may be on top. */
+        if (mt->gen_frames) {
+            unlink_generator_exc_items(tstate, &runner->exc_state);
+        }
+    }
+    else {
+        assert(tstate->exc_info == &runner->exc_state);
+        if (mt->state == _PyMicroThread_FINISHED) {
+            Py_CLEAR(runner->exc_state.exc_value);
+        }
+    }
+    mt->exc_value = runner->exc_state.exc_value;
+    runner->exc_state.exc_value = NULL;
+    tstate->exc_info = runner->saved_exc_info;
+    mt->context = tstate->context;
+    tstate->context = runner->saved_context;
+    tstate->context_ver++;
+    ts->mt_current = runner->prev_current;
+}
+
+/* Deliver the outcome that resumes a suspended micro-thread that has just
+   been swapped in: value or exc (a new reference, stolen).  Returns the
+   eval loop's throwflag for resuming it. */
+static inline int
+deliver(PyThreadState *tstate, _PyMicroThreadRunner *runner,
+        _PyMicroThreadCore *mt, PyObject *value, PyObject *exc)
+{
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    if (mt->gen_frames) {
+        link_generator_exc_items(tstate, mt, &runner->exc_state);
+    }
+    if (exc == NULL && reinstrument(tstate, mt) < 0) {
+        Py_DECREF(value);
+        value = NULL;
+        exc = _PyErr_GetRaisedException(tstate);
+    }
+    if (mt->reexecute) {
+        /* The instruction that deferred runs again and takes this. */
+        drop_outcome(ts);
+        ts->mt_outcome_exc = exc;
+        ts->mt_outcome_value = exc == NULL ? value : NULL;
+        if (exc != NULL) {
+            Py_XDECREF(value);
+        }
+        ts->mt_outcome_for = mt->top->localsplus[mt->top->stacktop - 1];
+        return _PY_EVAL_MT_RESUME;
+    }
+    if (exc != NULL) {
+        Py_XDECREF(value);
+        _PyErr_SetRaisedException(tstate, exc);
+        _PyErr_ChainStackItem();
+        return _PY_EVAL_MT_THROW;
+    }
+    _PyFrame_StackPush(mt->top, value);
+    return _PY_EVAL_MT_RESUME;
+}
+
+/* Switch from prev, which has just suspended, to the micro-thread that the
+   runner's hand-off function gives, if any (see _PyMicroThreadHandOff). */
+static int
+hand_off(PyThreadState *tstate, _PyMicroThreadRunner *runner,
+         _PyMicroThreadCore *prev, _PyInterpreterFrame *entry)
+{
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    PyDeferred_ArmFunc arm = ts->mt_defer_arm;
+    PyObject *waitobj = ts->mt_defer_waitobj;
+    PyObject *cdeferred = tstate->current_exception;
+    assert(cdeferred == ts->mt_defer_exc && arm != NULL);
+
+    /* Leave the OS thread as the runner would find it on return: whatever
+       the hand-off function runs (a failure to arm, a finalizer) sees
+       prev fully suspended. */
+    tstate->current_exception = NULL;
+    ts->mt_defer_arm = NULL;
+    ts->mt_defer_waitobj = NULL;
+    tstate->current_frame = entry->previous;
+    swap_out(tstate, runner, prev);
+    if (ts->mt_outcome_for != NULL) {
+        drop_outcome(ts);           /* not taken: nothing may find it later */
+    }
+    PyObject *value = NULL, *exc = NULL;
+    _PyMicroThreadCore *next = runner->handoff(runner->handoff_arg, prev, arm,
+                                               waitobj, &value, &exc);
+    if (next == NULL) {
+        /* Back to how it was, for the eval loop to return to the runner
+           (whose swap-out finds the generator items, if any, unlinked). */
+        swap_in(tstate, runner, prev);
+        prev->state = _PyMicroThread_SUSPENDED;
+        tstate->current_exception = cdeferred;
+        ts->mt_defer_arm = arm;
+        ts->mt_defer_waitobj = waitobj;
+        return 0;
+    }
+    assert(next->state == _PyMicroThread_SUSPENDED);
+    Py_DECREF(cdeferred);           /* ts keeps it alive */
+    Py_XDECREF(waitobj);
+
+    /* Continue next where it stopped, as the eval loop's entry would. */
+    swap_in(tstate, runner, next);
+    next->base->previous = entry;
+    tstate->current_frame = next->top;
+    tstate->py_recursion_remaining -= chain_length(next) - 1;
+    return deliver(tstate, runner, next, value, exc);
+}
+
+int
+_PyMicroThread_Suspend(PyThreadState *tstate, _PyInterpreterFrame *frame,
+                       _PyInterpreterFrame *entry)
+{
+    if (suspend_frames(tstate, frame) < 0) {
+        return -1;
+    }
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    _PyMicroThreadRunner *runner = ts->mt_runner;
+    if (runner == NULL || runner->handoff == NULL || ts->mt_defer_arm == NULL) {
+        return 0;
+    }
+    assert(runner->mt == ts->mt_current);
+    return hand_off(tstate, runner, runner->mt, entry);
+}
+
+PyObject *
+_PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
+                   PyObject *value, PyObject *exc, _PyMicroThreadRunner *runner)
+{
+    _PyThreadStateImpl *ts = TSTATE_IMPL(tstate);
+    runner->mt = mt;
+    runner->suspended = 0;
+    runner->arm = NULL;
+    runner->waitobj = NULL;
     if (mt->state != _PyMicroThread_CREATED && mt->state != _PyMicroThread_SUSPENDED) {
         PyErr_SetString(PyExc_RuntimeError,
                         mt->state == _PyMicroThread_RUNNING
@@ -619,64 +830,33 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
         return NULL;
     }
 
-    /* Swap the micro-thread's state in. */
+    runner->saved_exc_info = tstate->exc_info;
+    runner->saved_context = tstate->context;
+    runner->prev_current = ts->mt_current;
+    runner->prev_runner = ts->mt_runner;
+    ts->mt_runner = runner;
     int first = mt->state == _PyMicroThread_CREATED;
-    mt->state = _PyMicroThread_RUNNING;
-    _PyMicroThreadCore *prev_current = ts->mt_current;
-    ts->mt_current = mt;
-    /* Its handled-exception chain ends at itself: sys.exception() in a
-       micro-thread never sees the exception handled by whoever runs it.
-       The item is needed only while it runs (no generator frame can be
-       suspended with it), so it lives here. */
-    _PyErr_StackItem *saved_exc_info = tstate->exc_info;
-    _PyErr_StackItem exc_state = {.exc_value = mt->exc_value, .previous_item = NULL};
-    mt->exc_value = NULL;
-    tstate->exc_info = &exc_state;
-    PyObject *saved_context = tstate->context;
-    tstate->context = mt->context;
-    mt->context = NULL;
-    tstate->context_ver++;
+    swap_in(tstate, runner, mt);
 
     PyObject *res;
     if (first) {
         res = first_run(tstate, mt);
     }
     else {
-        int flag = _PY_EVAL_MT_RESUME;
-        if (mt->gen_frames) {
-            link_generator_exc_items(tstate, mt, &exc_state);
-        }
-        if (exc == NULL && reinstrument(tstate, mt) < 0) {
-            exc = PyErr_GetRaisedException();
-        }
-        else {
-            Py_XINCREF(exc);
-        }
-        if (mt->reexecute) {
-            /* The instruction that deferred runs again and takes this. */
-            drop_outcome(ts);
-            ts->mt_outcome_exc = exc;
-            ts->mt_outcome_value = exc == NULL ? Py_NewRef(value) : NULL;
-            ts->mt_outcome_for = mt->top->localsplus[mt->top->stacktop - 1];
-        }
-        else if (exc != NULL) {
-            _PyErr_SetRaisedException(tstate, exc);
-            _PyErr_ChainStackItem();
-            flag = _PY_EVAL_MT_THROW;
-        }
-        else {
-            _PyFrame_StackPush(mt->top, Py_NewRef(value));
-        }
+        int flag = deliver(tstate, runner, mt, exc == NULL ? Py_NewRef(value) : NULL,
+                           Py_XNewRef(exc));
         res = _PyEval_EvalFrameDefault(tstate, mt->base, flag);
     }
+    /* A hand-off may have switched to others since. */
+    mt = runner->mt;
 
     if (res == NULL && mt->state == _PyMicroThread_SUSPENDED
         && tstate->current_exception == ts->mt_defer_exc)
     {
         Py_DECREF(_PyErr_GetRaisedException(tstate));
-        wait->suspended = 1;
-        wait->arm = ts->mt_defer_arm;
-        wait->waitobj = ts->mt_defer_waitobj;
+        runner->suspended = 1;
+        runner->arm = ts->mt_defer_arm;
+        runner->waitobj = ts->mt_defer_waitobj;
         ts->mt_defer_arm = NULL;
         ts->mt_defer_waitobj = NULL;
         if (ts->mt_outcome_for != NULL) {
@@ -701,24 +881,8 @@ _PyMicroThread_Run(PyThreadState *tstate, _PyMicroThreadCore *mt,
                             "CDeferred escaped from a micro-thread");
         }
     }
-
-    /* Swap it out. */
-    if (mt->state == _PyMicroThread_SUSPENDED) {
-        /* The innermost suspended generator's item may be on top. */
-        unlink_generator_exc_items(tstate, &exc_state);
-    }
-    else {
-        assert(tstate->exc_info == &exc_state);
-    }
-    tstate->exc_info = saved_exc_info;
-    mt->context = tstate->context;
-    tstate->context = saved_context;
-    tstate->context_ver++;
-    ts->mt_current = prev_current;
-    if (mt->state == _PyMicroThread_FINISHED) {
-        Py_CLEAR(exc_state.exc_value);
-    }
-    mt->exc_value = exc_state.exc_value;
+    swap_out(tstate, runner, mt);
+    ts->mt_runner = runner->prev_runner;
     return res;
 }
 

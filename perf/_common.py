@@ -23,6 +23,22 @@ def native_micro_thread():
     return micro_thread if micro_thread.IMPLEMENTATION == "native" else None
 
 
+def echo_until_closed(mt, a, b):
+    """Put every item got from MicroPipe *a* into MicroPipe *b* until *a* is
+    closed.
+
+    The loop has no counter, like the generator a switch is compared with
+    (``while True: value = yield value``): a counting loop would add an int
+    object made and freed per round trip to what is measured."""
+    get = a.get
+    put = b.put
+    try:
+        while True:
+            put(get())
+    except mt.PipeClosedError:
+        pass
+
+
 def timed_round_trips(put, get, loops):
     """Time *loops* x 5 round trips ``put(i); get()`` against a ponger that
     echoes each item; return the seconds."""

@@ -30,7 +30,7 @@ import sys
 
 import pyperf
 
-from _common import native_micro_thread, timed_round_trips
+from _common import echo_until_closed, native_micro_thread, timed_round_trips
 
 DEPTHS = (1, 10, 100)
 BATCH = 100
@@ -50,15 +50,12 @@ def descend(depth, pipe, block):
     return pipe.put(None)
 
 
-def pong_loop(depth, a, b, count):
-    """*depth* frames of pong_loop(); the innermost echoes *count* items
-    from *a* to *b*."""
+def pong_loop(mt, depth, a, b):
+    """*depth* frames of pong_loop(); the innermost echoes the items of *a*
+    to *b* until *a* is closed."""
     if depth > 1:
-        return pong_loop(depth - 1, a, b, count)
-    get = a.get
-    put = b.put
-    for _ in range(count):
-        put(get())
+        return pong_loop(mt, depth - 1, a, b)
+    return echo_until_closed(mt, a, b)
 
 
 def deep_pingpong(loops, mt, depth):
@@ -66,9 +63,10 @@ def deep_pingpong(loops, mt, depth):
     def pinger():
         a = mt.MicroPipe(1)
         b = mt.MicroPipe(1)
-        other = mt.start(pong_loop, depth, a, b, loops * 5 + 1)
+        other = mt.start(pong_loop, mt, depth, a, b)
         a.put(None); b.get()            # the ponger's first suspension
         dt = timed_round_trips(a.put, b.get, loops)
+        a.close()
         other.join()
         return dt
 

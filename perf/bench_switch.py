@@ -28,8 +28,8 @@ import threading
 
 import pyperf
 
-from _common import (have, native_micro_thread, timed_round_trip,
-                     timed_round_trips)
+from _common import (echo_until_closed, have, native_micro_thread,
+                     timed_round_trip, timed_round_trips)
 
 
 perf_counter = pyperf.perf_counter
@@ -37,20 +37,14 @@ perf_counter = pyperf.perf_counter
 
 # -- micro_thread ---------------------------------------------------------
 
-def _ponger(a, b, count):
-    get = a.get
-    put = b.put
-    for _ in range(count):
-        put(get())
-
-
 def _timed_pings(mt, loops):
     """*loops* x 5 round trips with a ponger micro-thread (10 switches);
     return the seconds they took."""
     a = mt.MicroPipe(1)
     b = mt.MicroPipe(1)
-    other = mt.start(_ponger, a, b, loops * 5)
+    other = mt.start(echo_until_closed, mt, a, b)
     dt = timed_round_trips(a.put, b.get, loops)
+    a.close()
     other.join()
     return dt
 

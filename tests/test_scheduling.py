@@ -131,6 +131,72 @@ def test_busy_yielding_does_not_starve_timers(mt):
     assert state["flag"] and state["spins"] > 0
 
 
+def _ping_pong_until(mt, stop, deadline):
+    """Two micro-threads that hand an item back and forth over two pipes
+    until stop() is true or the deadline passes; return the two."""
+    a = mt.MicroPipe()
+    b = mt.MicroPipe()
+
+    def player(get_from, put_to, serve):
+        if serve:
+            put_to.put(0)
+        while not stop() and time.monotonic() < deadline:
+            put_to.put(get_from.get() + 1)
+        a.close()
+        b.close()
+
+    return [mt.start(player, a, b, True), mt.start(player, b, a, False)]
+
+
+def _join_quietly(mt, threads):
+    for thread in threads:
+        try:
+            thread.join()
+        except mt.PipeClosedError:
+            pass
+
+
+def test_micro_threads_switching_among_themselves_do_not_starve_timers(mt):
+    # They switch straight from one to the other; the due timer must still
+    # get its turn.
+    state = {"flag": False}
+
+    def setter():
+        mt.sleep(0.01)
+        state["flag"] = True
+
+    def main():
+        start = time.monotonic()
+        players = _ping_pong_until(mt, lambda: state["flag"], start + 5)
+        setter_thread = mt.start(setter)
+        _join_quietly(mt, players + [setter_thread])
+        return time.monotonic() - start
+
+    assert mt.run(main) < 2.5
+    assert state["flag"]
+
+
+def test_waiter_woken_by_switching_micro_threads_gets_to_run(mt):
+    # The root blocks in get(); one of two micro-threads switching among
+    # themselves puts its item and goes on: the root must run before they
+    # are done.
+    inbox = mt.MicroPipe()
+    state = {"rounds": 0, "stop": False}
+
+    def stop():
+        state["rounds"] += 1
+        if state["rounds"] == 10:
+            inbox.put("wake up")
+        return state["stop"]
+
+    start = time.monotonic()
+    players = _ping_pong_until(mt, stop, start + 5)
+    assert inbox.get() == "wake up"
+    state["stop"] = True
+    _join_quietly(mt, players)
+    assert time.monotonic() - start < 2.5
+
+
 def test_run_returns_the_result(mt):
     assert mt.run(lambda a, b=0: a + b, 2, b=3) == 5
 

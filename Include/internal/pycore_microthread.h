@@ -18,9 +18,11 @@ extern "C" {
    thread's preallocated CDeferred instance as the current exception.  The eval
    loop recognises that instance at its "error:" label, before any traceback
    or handler, and instead of unwinding moves the micro-thread's frames to the
-   heap (each frame at most once) and returns NULL to the runner.  Resuming
-   re-enters the eval loop on the innermost heap frame, just after the CALL
-   that deferred, with the call's result pushed on its stack.
+   heap (each frame at most once) and returns NULL to the runner -- or, if
+   the runner's scheduler has another micro-thread ready, continues that one
+   in place (_PyMicroThreadHandOff).  Resuming continues the eval loop on the
+   innermost heap frame, just after the CALL that deferred, with the call's
+   result pushed on its stack.
 
    _PyMicroThreadCore is the part of a micro-thread that the interpreter core
    knows about; the _micro_thread module embeds it in its MicroThread object
@@ -77,13 +79,54 @@ typedef struct _PyMicroThreadCore {
                                        new empty one on first use */
 } _PyMicroThreadCore;
 
-/* How a run ended, if it suspended: what the micro-thread waits for (the
-   arguments it gave to PyDeferred_Defer()). */
-typedef struct {
+/* A scheduler's offer to switch to another micro-thread in place.
+
+   When the running micro-thread suspends, the eval loop calls the runner's
+   hand-off function (if any) before returning to the runner, with the
+   micro-thread that has just suspended and what it waits for (the
+   arguments it gave to PyDeferred_Defer()).  The OS thread then looks as
+   the runner would find it on return (the micro-thread is swapped out,
+   the CDeferred is not set).  If another micro-thread can run
+   next, the function takes it off its queue, arms the wait (it calls
+   arm(waitobj, microthread), dealing with a failure itself), gives up the
+   runner's reference to the suspended micro-thread, keeps one to the next
+   one and returns the next one's core, with the outcome to deliver at its
+   suspension point in *value or *exc (a new reference, raised there).  The
+   next one must be SUSPENDED (started, not finished).  The eval loop then
+   continues it where it stopped without leaving: a switch costs no return
+   to the runner and no re-entry of the eval loop.  Otherwise the function
+   returns NULL and must not have changed anything. */
+typedef _PyMicroThreadCore *(*_PyMicroThreadHandOff)(
+    void *arg, _PyMicroThreadCore *suspended, PyDeferred_ArmFunc arm,
+    PyObject *waitobj, PyObject **value, PyObject **exc);
+
+/* A runner: the C caller of _PyMicroThread_Run(), and what the run needs
+   on its C stack.  The caller sets the hand-off function (NULL for none)
+   and its argument; the rest is filled in by the run. */
+typedef struct _PyMicroThreadRunner {
+    _PyMicroThreadHandOff handoff;
+    void *handoff_arg;
+
+    /* How the run ended: the micro-thread that finished or suspended (the
+       one run, or the last one handed off to), and, if it suspended, what
+       it waits for (arm and a new reference to waitobj) for the caller to
+       arm. */
+    _PyMicroThreadCore *mt;
     int suspended;
     PyDeferred_ArmFunc arm;
-    PyObject *waitobj;              /* a new reference, or NULL */
-} _PyMicroThreadWait;
+    PyObject *waitobj;
+
+    /* Private to the run.  The running micro-thread's handled-exception
+       chain ends at exc_state: sys.exception() in a micro-thread never sees
+       the exception handled by whoever runs it.  The item is needed only
+       while one runs, so it lives here rather than in every micro-thread.
+       The rest is the caller's state, swapped back in when the run ends. */
+    _PyErr_StackItem exc_state;
+    _PyErr_StackItem *saved_exc_info;
+    PyObject *saved_context;
+    _PyMicroThreadCore *prev_current;
+    struct _PyMicroThreadRunner *prev_runner;
+} _PyMicroThreadRunner;
 
 /* Lifecycle of a core (the embedding object calls these).  InitCore takes
    new references; args must be a tuple that nobody else references (it is
@@ -99,13 +142,21 @@ extern void _PyMicroThread_ClearCore(_PyMicroThreadCore *mt);
 /* Run a micro-thread that is CREATED, or resume a SUSPENDED one with value
    (a new reference is taken) or, if exc is not NULL, with exc raised at its
    suspension point.  It must have been made in this OS thread (the caller
-   checks).  Returns the result when it finishes; NULL with an exception set
-   when it finishes with one; NULL with no exception and wait->suspended set
-   when it suspended again, and then *wait tells what it waits for. */
+   checks).  runner->mt is then the micro-thread whose run ended (another
+   one if it was handed off to).  Returns its result when it finishes; NULL
+   with an exception set when it finishes with one; NULL with no exception
+   and runner->suspended set when it suspended, and then runner->arm and
+   runner->waitobj tell what it waits for. */
 PyAPI_FUNC(PyObject *) _PyMicroThread_Run(PyThreadState *tstate,
                                           _PyMicroThreadCore *mt,
                                           PyObject *value, PyObject *exc,
-                                          _PyMicroThreadWait *wait);
+                                          _PyMicroThreadRunner *runner);
+
+/* PyDeferred_CanDefer(args) and, if it says yes, PyDeferred_Defer(arm,
+   waitobj), in one call: 1 if it deferred (return NULL then), 0 if it
+   cannot defer here, -1 with an exception set on failure. */
+PyAPI_FUNC(int) _PyDeferred_TryDefer(PyObject *const *args,
+                                     PyDeferred_ArmFunc arm, PyObject *waitobj);
 
 /* The running micro-thread of this OS thread, or NULL. */
 PyAPI_FUNC(_PyMicroThreadCore *) _PyMicroThread_Current(PyThreadState *tstate);
@@ -126,8 +177,20 @@ _PyMicroThread_IsResuming(PyThreadState *tstate, _PyInterpreterFrame *frame,
 extern _PyInterpreterFrame *_PyEval_PushFrameFromTuple(
     PyThreadState *tstate, PyFunctionObject *func, PyObject *args, PyObject *kwargs);
 
-extern int _PyMicroThread_SuspendFrames(PyThreadState *tstate,
-                                        _PyInterpreterFrame *frame);
+/* Called at the eval loop's "error:" label when the current exception is
+   the thread's CDeferred instance: suspend the running micro-thread (its
+   frames from frame, the innermost, down to its base go to the heap) and
+   return 0 for the eval loop to return NULL to the runner, or, if the
+   runner's hand-off function gives a micro-thread to run next, switch to it
+   and return _PY_EVAL_MT_RESUME or _PY_EVAL_MT_THROW for the eval loop to
+   continue it at tstate->current_frame (its base frame is linked to entry).
+   -1 if the suspension was refused: a real exception has replaced the
+   CDeferred, raised in frame. */
+extern int _PyMicroThread_Suspend(PyThreadState *tstate,
+                                  _PyInterpreterFrame *frame,
+                                  _PyInterpreterFrame *entry);
+/* Called from the eval loop's entry when resuming: link the chain in and
+   return the innermost frame, where execution continues. */
 extern _PyInterpreterFrame *_PyMicroThread_ResumeFrames(PyThreadState *tstate,
                                                         _PyInterpreterFrame *base);
 /* Free a heap frame of the running micro-thread once it has been cleared. */

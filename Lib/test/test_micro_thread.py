@@ -2536,6 +2536,55 @@ class IsolationTests(MicroThreadTestCase):
         self.assertEqual(out, [0] * 7)
         self.assertEqual([r - res[-1] for r in res], [-5, -50, -10, -100, -1, -70, 0])
 
+    def test_state_is_isolated_across_direct_switches(self):
+        # Two micro-threads hand an item back and forth while the root
+        # waits in join(): each switch goes straight from one to the other
+        # in the eval loop.  Each keeps its own handled exception, context
+        # variable and recursion headroom at every resume, at its own depth
+        # and with a generator frame in one chain.
+        var = contextvars.ContextVar('var')
+        a = micro_thread.MicroPipe()
+        b = micro_thread.MicroPipe()
+        rounds = 200
+
+        def relay(get_from, put_to):
+            while True:
+                item = get_from.get()       # suspends in the generator
+                put_to.put(item + 1)
+                yield item
+
+        def player(name, get_from, put_to, depth, in_generator):
+            if depth:
+                return player(name, get_from, put_to, depth - 1, in_generator)
+            var.set(name)
+            try:
+                raise KeyError(name)
+            except KeyError as handled:
+                headroom = _probe_recursion()
+                seen = set()
+                if in_generator:
+                    items = relay(get_from, put_to)
+                    for _ in range(rounds):
+                        for item in items:
+                            break
+                        seen.add((sys.exception() is handled, var.get(),
+                                  _probe_recursion() - headroom))
+                else:
+                    for _ in range(rounds):
+                        item = get_from.get()
+                        seen.add((sys.exception() is handled, var.get(),
+                                  _probe_recursion() - headroom))
+                        put_to.put(item + 1)
+                return seen
+
+        ta = micro_thread.start(player, 'a', a, b, 30, False)
+        tb = micro_thread.start(player, 'b', b, a, 5, True)
+        root = _probe_recursion()
+        a.put(0)
+        self.assertEqual(ta.join(), {(True, 'a', 0)})
+        self.assertEqual(tb.join(), {(True, 'b', 0)})
+        self.assertEqual(_probe_recursion(), root)
+
     def test_setrecursionlimit_changed_while_suspended(self):
         pipe = micro_thread.MicroPipe()
 
