@@ -14,10 +14,21 @@ args=("$@")
 logs=$build/regrtest
 mkdir -p "$logs"
 
+# A job started in the background by a non-interactive shell inherits SIGINT
+# ignored; Python then installs no KeyboardInterrupt handler and every test
+# of Ctrl-C fails (test_signal, test_threading hangs, ...).  Run the suite
+# with SIGINT and SIGQUIT at their defaults, as from a terminal.
+with_default_signals() {
+    "$build/python" -c 'import os, signal, sys
+for sig in (signal.SIGINT, signal.SIGQUIT):
+    signal.signal(sig, signal.SIG_DFL)
+os.execv(sys.argv[1], sys.argv[1:])' "$@"
+}
+
 run() {  # run NAME PYTHON
     say "regrtest on $1 ($2 -m test ${args[*]} --timeout 1200 -w); log: $logs/$1.log"
     # -w re-runs failures once, so a test only counts when it fails twice.
-    "$2" -m test "${args[@]}" --timeout 1200 -w > "$logs/$1.log" 2>&1
+    with_default_signals "$2" -m test "${args[@]}" --timeout 1200 -w > "$logs/$1.log" 2>&1
     tail -4 "$logs/$1.log" | sed 's/^/    /' >&2
 }
 run patched "$build/python"
