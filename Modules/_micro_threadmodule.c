@@ -2006,10 +2006,12 @@ microthread_throw_exc(MicroThreadObject *mt, PyObject *exc, int is_kill)
         return NULL;
     }
     SchedulerObject *s = t->sched;
-    if (current_task(s) == t) {
+    if (current_task(s) == t && !t->blocked) {
         PyErr_SetRaisedException(exc);   /* into yourself: right here */
         return NULL;
     }
+    /* (A pinned micro-thread is the current one while its blocking call
+       runs the scheduler; if it is blocked there, it is woken below.) */
     if (mt->core.state == _PyMicroThread_CREATED) {
         /* It never runs. */
         _PyMicroThread_ClearCore(&mt->core);

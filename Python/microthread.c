@@ -604,9 +604,14 @@ reinstrument(PyThreadState *tstate, _PyMicroThreadCore *mt)
     if (version == mt->instr_version) {
         return 0;
     }
-    for (_PyInterpreterFrame *f = mt->top; f != NULL; f = f->previous) {
+    /* Up to the base only: once linked in, the base frame's previous is
+       the eval loop's entry frame and the runner's frames below it. */
+    for (_PyInterpreterFrame *f = mt->top; ; f = f->previous) {
         if (_Py_Instrument(_PyFrame_GetCode(f), tstate->interp) < 0) {
             return -1;
+        }
+        if (f == mt->base) {
+            break;
         }
     }
     mt->instr_version = version;
@@ -784,12 +789,15 @@ hand_off(PyThreadState *tstate, _PyMicroThreadRunner *runner,
     Py_DECREF(cdeferred);           /* ts keeps it alive */
     Py_XDECREF(waitobj);
 
-    /* Continue next where it stopped, as the eval loop's entry would. */
+    /* Continue next where it stopped, as the eval loop's entry would
+       (the outcome is delivered, and its code re-instrumented if tools
+       were enabled meanwhile, before its chain is linked in). */
     swap_in(tstate, runner, next);
+    int flag = deliver(tstate, runner, next, value, exc);
     next->base->previous = entry;
     tstate->current_frame = next->top;
     tstate->py_recursion_remaining -= chain_length(next) - 1;
-    return deliver(tstate, runner, next, value, exc);
+    return flag;
 }
 
 int

@@ -18,6 +18,7 @@ its own (see _callers()).
 """
 
 import builtins
+import contextlib
 import contextvars
 import faulthandler
 import gc
@@ -2203,6 +2204,75 @@ class TracingTests(MicroThreadTestCase):
             support.gc_collect()
             leaked = sys.getallocatedblocks() - before
         self.assertLess(leaked, 50)
+
+    def test_tools_enabled_while_micro_threads_switch_in_place(self):
+        # Two micro-threads switch straight from one to the other while the
+        # root joins them; a tool enabled while both are suspended makes
+        # the next switch re-instrument the code of the one it resumes.
+        def run_pair(enable):
+            p = micro_thread.MicroPipe()
+            q = micro_thread.MicroPipe()
+
+            def note(i):
+                return i
+
+            def a():
+                for i in range(20):
+                    p.put(note(i))
+                    q.get()
+                return 'a'
+
+            def b():
+                total = 0
+                for _ in range(20):
+                    total += p.get()
+                    q.put(None)
+                return total
+
+            ta = micro_thread.start(a)
+            tb = micro_thread.start(b)
+            micro_thread.sleep(0)
+            micro_thread.sleep(0)
+            # Both have suspended (a blocked, b woken by a's put).
+            self.assertEqual((ta.state, tb.state), ('blocked', 'ready'))
+            with enable():
+                return ta.join(), tb.join()
+
+        @contextlib.contextmanager
+        def settrace():
+            calls = []
+            def tracer(frame, event, arg):
+                if event == 'call':
+                    calls.append(frame.f_code.co_name)
+                return tracer
+            sys.settrace(tracer)
+            try:
+                yield
+            finally:
+                sys.settrace(None)
+            self.assertIn('note', calls)
+
+        @contextlib.contextmanager
+        def setprofile():
+            calls = []
+            sys.setprofile(lambda frame, event, arg: calls.append(event))
+            try:
+                yield
+            finally:
+                sys.setprofile(None)
+            self.assertIn('c_call', calls)
+
+        @contextlib.contextmanager
+        def monitoring():
+            seen = []
+            E = sys.monitoring.events
+            with _Monitoring(E.LINE, {E.LINE: lambda code, line: seen.append(code.co_name)}):
+                yield
+            self.assertIn('a', seen)
+
+        for enable in (settrace, setprofile, monitoring):
+            with self.subTest(enable.__name__):
+                self.assertEqual(run_pair(enable), ('a', sum(range(20))))
 
     def test_cprofile(self):
         import cProfile

@@ -566,6 +566,26 @@ class SignalTests(NotifierTestCase):
             micro_thread.run(main)
         self.assertEqual(cleaned, ['main'])
 
+    def test_interrupt_in_other_micro_thread_reaches_pinned_main(self):
+        # run()'s micro-thread is pinned (blocked under a C call), so it is
+        # the current one while the other runs nested: the interrupt must
+        # still end its blocking call.
+        pipe = micro_thread.MicroPipe()
+        cleaned = []
+
+        def interrupted():
+            signal.raise_signal(signal.SIGINT)
+
+        def main():
+            micro_thread.start(interrupted)
+            try:
+                sorted([1, 2], key=lambda item: pipe.get())
+            finally:
+                cleaned.append('main')
+        with self.assertRaises(KeyboardInterrupt):
+            micro_thread.run(main)
+        self.assertEqual(cleaned, ['main'])
+
     def test_signal_handler_that_returns_does_not_end_wait(self):
         r, w = self.pipe()
         hits = micro_thread_helper.signal_then(self, lambda: os.write(w, b'done'))
