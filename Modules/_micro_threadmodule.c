@@ -568,9 +568,11 @@ task_cancel_wait(Task *t)
     }
 }
 
-/* Wake up a blocked task with a value or an exception (stolen). */
-static void
-task_wake(Task *t, PyObject *value, PyObject *exc)
+/* Wake up a blocked task with a value or an exception (stolen).  Inline
+   for MicroPipe.put(), whose wake-up is half of every switch; a call
+   everywhere else. */
+static inline void
+task_wake_inline(Task *t, PyObject *value, PyObject *exc)
 {
     assert(t->blocked && !t->woken);
     MicroThreadObject *mt = task_mt(t);
@@ -603,6 +605,12 @@ task_wake(Task *t, PyObject *value, PyObject *exc)
             Py_DECREF(mt);
         }
     }
+}
+
+static Py_NO_INLINE void
+task_wake(Task *t, PyObject *value, PyObject *exc)
+{
+    task_wake_inline(t, value, exc);
 }
 
 static int
@@ -2491,31 +2499,7 @@ pipe_check_thread(PipeObject *p)
 static void
 pipe_hand_over(PipeObject *p, PyObject *item)
 {
-    Task *t = p->getters.head;
-    SchedulerObject *s = t->sched;
-    if (t == &s->root || t->x != NULL || t->pinned || s->ready_len == s->ready_cap) {
-        task_wake(t, item, NULL);
-        return;
-    }
-    /* task_wake() of the common case, inline: a micro-thread with nothing
-       in its extra part, which goes from the head of the getters to the
-       ready queue with the getters' reference to it. */
-    assert(t->blocked && !t->woken && t->qprev == NULL);
-    p->getters.head = t->qnext;
-    if (t->qnext != NULL) {
-        t->qnext->qprev = NULL;
-    }
-    else {
-        p->getters.tail = NULL;
-    }
-    t->queue = NULL;
-    t->qnext = NULL;
-    t->timer_gen++;
-    t->blocked = 0;
-    t->woken = 1;
-    t->value = item;
-    t->what = NULL;
-    (void)ready_push_ref(s, task_mt(t));    /* there is room */
+    task_wake_inline(p->getters.head, item, NULL);
 }
 
 /* After an item left the buffer: let the first blocked putter in. */
