@@ -1,10 +1,11 @@
-"""Helpers shared by the pyperf scripts of this directory."""
+"""Helpers shared by the pyperf scripts of this directory.
+
+Importable without pyperf (switch_instructions.py runs the timed loops
+under callgrind on an interpreter that may not have it).
+"""
 
 import importlib.util
-
-import pyperf
-
-perf_counter = pyperf.perf_counter
+from time import perf_counter   # what pyperf.perf_counter is
 
 
 def have(module):

@@ -26,13 +26,8 @@ import queue
 import sys
 import threading
 
-import pyperf
-
 from _common import (echo_until_closed, have, native_micro_thread,
-                     timed_round_trip, timed_round_trips)
-
-
-perf_counter = pyperf.perf_counter
+                     perf_counter, timed_round_trip, timed_round_trips)
 
 
 # -- micro_thread ---------------------------------------------------------
@@ -205,6 +200,7 @@ def thread_pingpong(loops):
 
 
 def main():
+    import pyperf   # here, so that switch_instructions.py can import this
     runner = pyperf.Runner()
     runner.metadata["description"] = (
         "One one-way switch (a value handed to another task): micro_thread "

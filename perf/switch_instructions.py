@@ -5,8 +5,8 @@ with callgrind (a check of the timings that machine noise cannot move).
 
 Each workload runs twice, with N and 2N iterations; the difference of the
 two instruction totals divided by the difference in switches (or sends) is
-the cost of one, without the interpreter's start-up.  The workloads have
-the shape of bench_switch.py's micro_thread_pingpong and generator_send.
+the cost of one, without the interpreter's start-up.  The workloads
+are bench_switch.py's micro_thread_pingpong and generator_send themselves.
 Needs valgrind.
 """
 
@@ -19,54 +19,18 @@ import tempfile
 
 N = 20000
 
-PINGPONG = """
+# The benchmark's own functions, timed loops included (their timing is
+# ignored here).
+WORKLOAD = """
 import sys
-import micro_thread as mt
-
-def echo(a, b):
-    get = a.get
-    put = b.put
-    try:
-        while True:
-            put(get())
-    except mt.PipeClosedError:
-        pass
-
-def main(loops):
-    a = mt.MicroPipe(1)
-    b = mt.MicroPipe(1)
-    other = mt.start(echo, a, b)
-    put = a.put
-    get = b.get
-    for i in range(loops):
-        put(i); get()
-        put(i); get()
-        put(i); get()
-        put(i); get()
-        put(i); get()
-    a.close()
-    other.join()
-
-mt.run(main, int(sys.argv[1]))
-"""
-
-GENERATOR = """
-import sys
-
-def echo():
-    value = None
-    while True:
-        value = yield value
-
-def main(loops):
-    gen = echo()
-    next(gen)
-    send = gen.send
-    for i in range(loops):
-        send(i); send(i); send(i); send(i); send(i)
-        send(i); send(i); send(i); send(i); send(i)
-
-main(int(sys.argv[1]))
+sys.path.insert(0, {perf_dir!r})
+import bench_switch
+import micro_thread
+loops = int(sys.argv[1])
+if {switch!r}:
+    bench_switch.mt_pingpong(loops, micro_thread)
+else:
+    bench_switch.generator_send(loops)
 """
 
 
@@ -86,7 +50,9 @@ def instructions(python, script, loops):
     return int((match.group(1) or match.group(2)).replace(",", ""))
 
 
-def per_unit(python, source, units_per_loop):
+def per_unit(python, switch, units_per_loop):
+    source = WORKLOAD.format(perf_dir=os.path.dirname(os.path.abspath(__file__)),
+                             switch=switch)
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(source)
     try:
@@ -107,8 +73,8 @@ def main():
     python = subprocess.run(
         [python, "-c", "import sys; print(sys.executable)"],
         capture_output=True, text=True, check=True).stdout.strip()
-    switch = per_unit(python, PINGPONG, 10)     # 5 round trips per loop
-    send = per_unit(python, GENERATOR, 10)
+    switch = per_unit(python, True, 10)     # 5 round trips per loop
+    send = per_unit(python, False, 10)      # 10 sends per loop
     print(f"{python}")
     print(f"one-way switch (MicroPipe ping-pong): {switch:,.0f} instructions")
     print(f"generator send():                     {send:,.0f} instructions")
