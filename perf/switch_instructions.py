@@ -70,9 +70,16 @@ def main():
     default = os.path.join(os.path.dirname(here), "build", "python")
     python = sys.argv[1] if len(sys.argv) > 1 else default
     # Run the real binary: valgrind does not follow build/python's exec.
-    python = subprocess.run(
-        [python, "-c", "import sys; print(sys.executable)"],
-        capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import _micro_thread, sys; print(sys.executable)"],
+            capture_output=True, text=True)
+    except OSError as exc:
+        sys.exit(f"switch_instructions.py: cannot run {python}: {exc}")
+    if probe.returncode != 0:
+        sys.exit(f"switch_instructions.py: {python} is not a micro-thread "
+                 f"interpreter:\n{probe.stderr.strip()}")
+    python = probe.stdout.strip()
     switch = per_unit(python, True, 10)     # 5 round trips per loop
     send = per_unit(python, False, 10)      # 10 sends per loop
     print(f"{python}")
